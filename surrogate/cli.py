@@ -1,0 +1,122 @@
+"""Command line: run, list, show, validate. No science here: it parses, calls and prints."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from surrogate.core.case import CaseError, load_case
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="surrogate", description="Scientific-ML surrogates judged against their solvers.")
+    p.add_argument("--results", default="results", help="folder of run folders (default: ./results)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a case file end to end (resumes an interrupted run of the same case)")
+    r.add_argument("case", help="case file, e.g. cases/lorenz96_mno.yaml")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="override any key, e.g. train.epochs=5")
+    r.add_argument("--profile", "-p", default=None, help="a named profile of the case file, e.g. smoke")
+    r.add_argument("--fresh", action="store_true", help="start a new run even if an interrupted one exists")
+    r.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+
+    v = sub.add_parser("validate", help="check a case file (and its profiles) without running anything")
+    v.add_argument("case")
+    v.add_argument("overrides", nargs="*", metavar="key=value")
+    v.add_argument("--profile", "-p", default=None)
+
+    sub.add_parser("list", help="the cases in cases/ and the runs in results/")
+
+    s = sub.add_parser("show", help="the metrics table of a run")
+    s.add_argument("run", help="a run folder, or a case name for its latest run")
+    return p
+
+
+def cmd_run(args) -> int:
+    from surrogate.core.runner import run_case
+
+    case = load_case(args.case, args.profile, args.overrides)
+    run_case(case, args.results, fresh=args.fresh, quiet=args.quiet)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from surrogate.core.case import read_yaml
+
+    case = load_case(args.case, args.profile, args.overrides)
+    checked = [args.profile or "default"]
+    if args.profile is None:  # also check every profile the file defines
+        for name in read_yaml(Path(args.case)).get("profiles") or {}:
+            load_case(args.case, name, args.overrides)
+            checked.append(name)
+    print(f"{args.case}: valid (pipeline {case.pipeline}; profiles checked: {', '.join(checked)})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from surrogate.core.store import list_runs
+
+    cases = sorted(Path("cases").glob("*.yaml"))
+    print("cases:" if cases else "cases: none in ./cases")
+    for c in cases:
+        print(f"  {c}")
+    runs = list_runs(args.results)
+    print(f"runs in {args.results}:" if runs else f"runs: none in {args.results} yet; try `surrogate run {cases[0] if cases else 'CASE'}`")
+    for run in runs:
+        head = (run.metrics() or {}).get("headline") or {}
+        metric = f"{head['method']} {head['metric']} = {head['value']:.4g}" if head else ""
+        meta = run.meta()
+        print(f"  {run.path.parent.name}/{run.path.name}  {run.status:<11} {meta.get('profile') or 'default':<8} {metric}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from surrogate.core.report import metrics_table
+    from surrogate.core.store import resolve_run
+
+    run = resolve_run(args.run, args.results)
+    meta = run.meta()
+    print(f"{run.path}\n  case {meta.get('case')}  profile {meta.get('profile') or 'default'}  status {run.status}"
+          f"  device {meta.get('device')}  wall {meta.get('wall_seconds', '-')} s")
+    metrics = run.metrics()
+    if metrics is None:
+        print("  no metrics yet" + (f" (error: {meta['error']})" if meta.get("error") else ""))
+        return 0
+    main = metrics.get("table_metrics")
+    print(metrics_table(metrics, main))
+    rest = [r for r in metrics["rows"] if main and r["metric"] not in main]
+    if rest:
+        print()
+        print(metrics_table({"rows": rest}))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "show": cmd_show}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CaseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        from surrogate.core.training import NonFiniteLoss
+
+        if isinstance(err, NonFiniteLoss):
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

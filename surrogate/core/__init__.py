@@ -1,0 +1,1 @@
+"""The shared core: case files, registry, runner, run folder, training pieces, metrics."""

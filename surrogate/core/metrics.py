@@ -1,0 +1,67 @@
+"""Metrics, each defined once and named for what it computes."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def rmse(pred: np.ndarray, ref: np.ndarray, axis=None) -> np.ndarray:
+    """Root mean squared error over `axis` (all axes by default)."""
+    return np.sqrt(np.mean((np.asarray(pred) - np.asarray(ref)) ** 2, axis=axis))
+
+
+def anomaly_correlation(pred: np.ndarray, ref: np.ndarray, climate_mean: float | np.ndarray, axis: int = -1) -> np.ndarray:
+    """Centred anomaly correlation of each forecast with the truth, over `axis` (the spatial axis)."""
+    fa = np.asarray(pred) - climate_mean
+    oa = np.asarray(ref) - climate_mean
+    fa = fa - fa.mean(axis=axis, keepdims=True)
+    oa = oa - oa.mean(axis=axis, keepdims=True)
+    num = (fa * oa).sum(axis=axis)
+    den = np.sqrt((fa**2).sum(axis=axis) * (oa**2).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def bootstrap_ci(
+    per_sample: np.ndarray, statistic: Callable[[np.ndarray], float], n_boot: int = 1000,
+    level: float = 0.95, seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic`, resampling the first axis of `per_sample`."""
+    per_sample = np.asarray(per_sample)
+    rng = np.random.default_rng(seed)
+    n = per_sample.shape[0]
+    idx = rng.integers(0, n, size=(n_boot, n))
+    stats = np.array([statistic(per_sample[i]) for i in idx])
+    lo, hi = np.nanpercentile(stats, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def histogram_pdf(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Probability mass per bin (values outside the bins are counted in the edge bins)."""
+    v = np.clip(np.asarray(values).ravel(), bins[0], bins[-1])
+    v = v[np.isfinite(v)]
+    counts, _ = np.histogram(v, bins=bins)
+    return counts / max(counts.sum(), 1)
+
+
+def hellinger(p: np.ndarray, q: np.ndarray) -> float:
+    """Hellinger distance between two discrete distributions (0 = equal, 1 = disjoint)."""
+    p = np.asarray(p, float) / np.sum(p)
+    q = np.asarray(q, float) / np.sum(q)
+    return float(np.sqrt(max(0.0, 1.0 - np.sum(np.sqrt(p * q)))))
+
+
+def autocorrelation(series: np.ndarray, max_lag: int, time_axis: int = 1) -> np.ndarray:
+    """Autocorrelation at lags 0..max_lag, pooled over every other axis (anomalies about the pooled mean)."""
+    x = np.moveaxis(np.asarray(series, float), time_axis, 0)
+    x = x - x.mean()
+    var = np.mean(x**2)
+    n = x.shape[0]
+    return np.array([np.mean(x[: n - lag] * x[lag:]) / var for lag in range(max_lag + 1)])
+
+
+def r2_score(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Coefficient of determination over all values."""
+    ref = np.asarray(ref)
+    return float(1.0 - np.sum((np.asarray(pred) - ref) ** 2) / np.sum((ref - ref.mean()) ** 2))

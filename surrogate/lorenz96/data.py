@@ -1,0 +1,100 @@
+"""Solver data for a lorenz96 case: truth trajectories as CF-annotated xarray datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from surrogate.core.store import write_netcdf
+from surrogate.core.training import progress
+from surrogate.lorenz96.physics import TwoScaleLorenz96, l96_tendency, random_initial_state
+
+CHUNK = 250  # trajectories integrated together; bounds memory at large K*J
+
+# independent random streams, so adding a data set never changes another
+STREAMS = {"train": 1, "test": 2, "climate_a": 3, "climate_b": 4, "transfer_train": 5, "transfer_test": 6}
+
+
+def truth_model(case, K: int | None = None) -> TwoScaleLorenz96:
+    s = case.solver
+    return TwoScaleLorenz96(K or s.K, s.J, s.F, s.h, s.b, s.c, s.y_periodicity)
+
+
+def closure_target(case, X: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(X, target) aligned in time. 'residual' drops the last sample, which has no successor."""
+    if case.coarse.target == "coupling":
+        return X, U
+    dt = case.coarse_dt
+    f = (X[:, 1:] - X[:, :-1]) / dt - l96_tendency(X[:, :-1], case.solver.F)
+    return X[:, :-1], f
+
+
+def simulate(case, n: int, mtu: float, stream: str, K: int | None = None, record_every: int = 1,
+             index: int = 0, desc: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """n truth trajectories on the attractor: X and the coupling every record_every coarse steps."""
+    model = truth_model(case, K)
+    rng = np.random.default_rng([case.seed, STREAMS[stream], index])
+    n_samples = case.steps(mtu) // record_every + 1
+    stride = case.data.sample_every * record_every
+    spin = int(round(case.data.spinup_mtu / case.solver.dt))
+    xs, us = [], []
+    with progress(total=n_samples * ((n + CHUNK - 1) // CHUNK), desc=desc or f"solver {stream}", unit="sample") as bar:
+        for start in range(0, n, CHUNK):
+            m = min(CHUNK, n - start)
+            X, Y = random_initial_state(model.K, model.J, m, rng)
+            X, Y = model.spin_up(X, Y, case.solver.dt, spin)
+            x, u, _ = model.run(X, Y, case.solver.dt, n_samples, stride, bar=bar)
+            xs.append(x)
+            us.append(u)
+    return np.concatenate(xs), np.concatenate(us)
+
+
+def to_dataset(case, X: np.ndarray, target: np.ndarray | None, dt_record: float, title: str) -> xr.Dataset:
+    coords = {
+        "trajectory": ("trajectory", np.arange(X.shape[0]), {"long_name": "trajectory index", "units": "1"}),
+        "time": ("time", np.arange(X.shape[1]) * dt_record,
+                 {"long_name": "time in model time units", "units": "1", "axis": "T"}),
+        "k": ("k", np.arange(X.shape[2]), {"long_name": "site on the slow ring", "units": "1", "axis": "X"}),
+    }
+    data = {"X": (("trajectory", "time", "k"), X, {"long_name": "slow variable X_k", "units": "1"})}
+    if target is not None:
+        what = ("coupling -(hc/b) sum_j Y_jk" if case.coarse.target == "coupling"
+                else "forward-Euler residual (X_{t+1}-X_t)/dt - N(X_t)")
+        data["target"] = (("trajectory", "time", "k"), target,
+                          {"long_name": f"closure target: {what}", "units": "1"})
+    s = case.solver
+    return xr.Dataset(data, coords, attrs={
+        "title": title, "source": f"two-scale Lorenz96 (K={X.shape[2]}, J={s.J}, F={s.F}, h={s.h}, b={s.b}, "
+        f"c={s.c}, Y {s.y_periodicity}), RK4 dt={s.dt}", "surrogate_family": "lorenz96",
+    })
+
+
+def generate(case, out: Path) -> None:
+    """Write every data set the case needs into `out`; files already there are kept (resumable)."""
+    d = case.data
+    per_forecast = case.steps(d.forecast_mtu)
+    test_mtu = per_forecast * d.forecasts_per_trajectory * case.coarse_dt
+    record = max(1, case.steps(d.climate_record_mtu))
+    jobs = [
+        ("train", dict(n=d.n_train, mtu=d.train_mtu, stream="train"), True),
+        ("test", dict(n=d.n_test, mtu=test_mtu, stream="test"), True),
+        ("climate_a", dict(n=d.climate_runs, mtu=d.climate_mtu, stream="climate_a", record_every=record), False),
+        ("climate_b", dict(n=d.climate_runs, mtu=d.climate_mtu, stream="climate_b", record_every=record), False),
+    ]
+    for K in d.transfer_K:
+        jobs.append((f"transfer_train_K{K}", dict(n=d.transfer_n_train, mtu=d.transfer_mtu, stream="transfer_train",
+                                                 K=K, index=K), True))
+        jobs.append((f"transfer_test_K{K}", dict(n=d.transfer_n_test, mtu=d.transfer_mtu, stream="transfer_test",
+                                                K=K, index=K), True))
+    for name, kwargs, with_target in jobs:
+        path = out / f"{name}.nc"
+        if path.exists():
+            continue
+        X, U = simulate(case, desc=f"solver {name}", **kwargs)
+        dt_record = case.coarse_dt * kwargs.get("record_every", 1)
+        if with_target:
+            X, target = closure_target(case, X, U)
+        else:
+            target = None
+        write_netcdf(to_dataset(case, X, target, dt_record, f"Lorenz96 truth: {name}"), path)

@@ -1,0 +1,104 @@
+"""Training: offline on the closure target, then rollout fine-tuning through the coarse model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from surrogate.core.training import Trainer, batches
+from surrogate.lorenz96.hybrid import HybridModel
+
+
+def _optimiser(params, lr: float, weight_decay: float, epochs: int, cfg: Any):
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if cfg.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+    elif cfg.scheduler == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    else:
+        sched = None
+    return opt, sched
+
+
+def train_offline(model: HybridModel, X: np.ndarray, target: np.ndarray, cfg: Any, checkpoint: Path,
+                  seed: int, device: torch.device, desc: str) -> list[float]:
+    """Fit on pairs (X_t, target_t) from arrays of shape (trajectory, time, K).
+
+    Closures learn target = the closure tendency; emulators learn X_{t+1} from X_t. The loss is the
+    mean squared error in normalised units (for an unnormalised recipe that is physical units).
+    """
+    method = model.method
+    method.fit_closed_form(X, target)
+    if not method.trainable or cfg.epochs == 0:
+        return []
+    if method.role == "emulator":
+        inputs, outputs = X[:, :-1], X[:, 1:]
+    else:
+        inputs, outputs = X, target
+    x = torch.as_tensor(inputs.reshape(-1, X.shape[-1]), dtype=torch.float32, device=device)
+    y = torch.as_tensor(outputs.reshape(-1, X.shape[-1]), dtype=torch.float32, device=device)
+    method.to(device)
+    scale = float(method.y_std)
+    opt, sched = _optimiser(method.parameters(), cfg.lr, cfg.weight_decay, cfg.epochs, cfg)
+
+    def epoch(e: int) -> float:
+        total, n = 0.0, 0
+        for idx in batches(len(x), cfg.batch_size, seed, e):
+            pred = method(x[idx])
+            loss = torch.mean(((pred - y[idx]) / scale) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            n += len(idx)
+        return total / n
+
+    return Trainer(method, opt, sched, checkpoint, cfg.epochs, desc).run(epoch)
+
+
+def train_rollout(model: HybridModel, X: np.ndarray, cfg: Any, checkpoint: Path, seed: int,
+                  device: torch.device, desc: str) -> list[float]:
+    """Fine-tune by unrolling the coarse model `cfg.rollout_steps` steps and matching the true X.
+
+    Windows of rollout_steps + 1 consecutive states are drawn from the training trajectories; the loss
+    is the mean squared error of X over the window, in units of the climatological std of X.
+    Gradients flow through the integrator (RK4 or Euler) into the closure.
+    """
+    method = model.method
+    steps = cfg.rollout_steps
+    if not method.trainable or steps == 0 or cfg.rollout_epochs == 0:
+        return []
+    n_traj, n_time, K = X.shape
+    if n_time <= steps:
+        raise ValueError(f"train.rollout_steps={steps} needs trajectories longer than {steps} samples; "
+                         f"they have {n_time}")
+    rng = np.random.default_rng(seed + 7)
+    n_windows = cfg.rollout_windows
+    starts = np.stack([rng.integers(0, n_traj, n_windows), rng.integers(0, n_time - steps, n_windows)], 1)
+    windows = np.stack([X[i, t : t + steps + 1] for i, t in starts])  # (W, steps+1, K)
+    w = torch.as_tensor(windows, dtype=torch.float32, device=device)
+    x_scale = float(X.std())
+    method.to(device)
+    opt, sched = _optimiser(method.parameters(), cfg.rollout_lr, cfg.weight_decay, cfg.rollout_epochs, cfg)
+
+    def epoch(e: int) -> float:
+        total, n = 0.0, 0
+        for idx in batches(len(w), cfg.rollout_batch_size, seed + 1, e):
+            traj = w[idx]
+            state = traj[:, 0]
+            loss = 0.0
+            for i in range(1, steps + 1):
+                state = model.step(state)
+                loss = loss + torch.mean(((state - traj[:, i]) / x_scale) ** 2)
+            loss = loss / steps
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(method.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            n += len(idx)
+        return total / n
+
+    return Trainer(method, opt, sched, checkpoint, cfg.rollout_epochs, desc).run(epoch)
