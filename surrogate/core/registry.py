@@ -12,6 +12,8 @@ T = TypeVar("T")
 
 _PIPELINES = {
     "lorenz96": "surrogate.lorenz96.pipeline:Lorenz96Pipeline",
+    "mmgp": "surrogate.mmgp.pipeline:MMGPPipeline",
+    "pinn": "surrogate.pinn.pipeline:PINNPipeline",
 }
 
 

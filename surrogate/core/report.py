@@ -8,6 +8,16 @@ from typing import Any
 from surrogate.core.store import atomic_path
 
 
+def metric_row(method: str, metric: str, value: float, ci: tuple[float, float] | None = None, unit: str = "1",
+               **extra: Any) -> dict[str, Any]:
+    """One row of metrics.json: the same shape for every family and for benchmarks/results/*.json."""
+    r = {"method": method, "metric": metric, "value": float(value), "unit": unit}
+    if ci is not None:
+        r["ci_low"], r["ci_high"] = float(ci[0]), float(ci[1])
+    r.update(extra)
+    return r
+
+
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"

@@ -8,18 +8,10 @@ import numpy as np
 import torch
 
 from surrogate.core import metrics as M
+from surrogate.core.report import metric_row as row
 from surrogate.core.training import progress
 from surrogate.lorenz96.hybrid import HybridModel
 from surrogate.lorenz96.physics import TwoScaleLorenz96
-
-
-def row(method: str, metric: str, value: float, ci: tuple[float, float] | None = None, unit: str = "1",
-        **extra: Any) -> dict[str, Any]:
-    r = {"method": method, "metric": metric, "value": float(value), "unit": unit}
-    if ci is not None:
-        r["ci_low"], r["ci_high"] = float(ci[0]), float(ci[1])
-    r.update(extra)
-    return r
 
 
 def closure_scores(model: HybridModel, X: np.ndarray, target: np.ndarray) -> tuple[float, float]:
