@@ -73,7 +73,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from surrogate.core.report import metrics_table
+    from surrogate.core.report import metrics_list, metrics_table
     from surrogate.core.store import resolve_run
 
     run = resolve_run(args.run, args.results)
@@ -88,8 +88,8 @@ def cmd_show(args) -> int:
     print(metrics_table(metrics, main))
     rest = [r for r in metrics["rows"] if main and r["metric"] not in main]
     if rest:
-        print()
-        print(metrics_table({"rows": rest}))
+        print("\nfurther metrics:")
+        print(metrics_list(rest))
     return 0
 
 
@@ -97,7 +97,14 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "show": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # overrides may come before or after options (`run case.yaml --profile smoke train.epochs=5`)
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return COMMANDS[args.command](args)
     except CaseError as err:

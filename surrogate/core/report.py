@@ -45,6 +45,19 @@ def metrics_table(metrics: dict[str, Any], metric_names: list[str] | None = None
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
 
 
+def metrics_list(rows: list[dict[str, Any]]) -> str:
+    """One line per row (method, metric, value [interval], unit): for metrics too many to pivot."""
+    lines = []
+    for r in rows:
+        text = _fmt(r["value"])
+        if r.get("ci_low") is not None:
+            text += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+        extra = f"  (vs {r['versus']})" if r.get("versus") else ""
+        unit = "" if r.get("unit", "1") == "1" else f" {r['unit']}"
+        lines.append(f"  {r['method']:<22} {r['metric']:<34} {text}{unit}{extra}")
+    return "\n".join(lines)
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
     import matplotlib.pyplot as plt
 

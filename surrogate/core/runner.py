@@ -164,10 +164,12 @@ def run_case(case: Case, results: str | Path = "results", fresh: bool = False, q
         cache = cached_data(pipeline_cls, case, results, pipeline.generate_data, log)
         link_data(cache, run.path / "data")
         data = run.path / "data"
+        log(f"data: ready (peak memory so far {peak_memory_mib():.0f} MiB)")
         if not run.stage_done("fit"):
             seed_everything(case.seed)
             pipeline.fit(data)
             run.mark_stage("fit")
+            log(f"fit: done (peak memory so far {peak_memory_mib():.0f} MiB)")
         if not run.stage_done("evaluate"):
             seed_everything(case.seed + 1)
             metrics, predictions = pipeline.evaluate(data)

@@ -87,10 +87,14 @@ def generate(case, out: Path) -> None:
                                                  K=K, index=K), True))
         jobs.append((f"transfer_test_K{K}", dict(n=d.transfer_n_test, mtu=d.transfer_mtu, stream="transfer_test",
                                                 K=K, index=K), True))
+    # the residual target needs each sample's successor: one more step, dropped again below
+    extra = case.coarse_dt if case.coarse.target == "residual" else 0.0
     for name, kwargs, with_target in jobs:
         path = out / f"{name}.nc"
         if path.exists():
             continue
+        if with_target:
+            kwargs = {**kwargs, "mtu": kwargs["mtu"] + extra}
         X, U = simulate(case, desc=f"solver {name}", **kwargs)
         dt_record = case.coarse_dt * kwargs.get("record_every", 1)
         if with_target:

@@ -54,9 +54,9 @@ def forecast_scores(name: str, err: np.ndarray, truth: np.ndarray, climate_mean:
     return rows
 
 
-def paired_lead(ours: str, sq_ours: np.ndarray, others: dict[str, np.ndarray], label: str, n_boot: int,
+def paired_lead(ours: str, sq_ours: np.ndarray, others: dict[str, np.ndarray], metric: str, n_boot: int,
                 seed: int) -> dict[str, Any] | None:
-    """RMSE of the best other method minus ours at one lead, with a paired bootstrap interval.
+    """RMSE of the best of `others` minus ours at one lead, with a paired bootstrap interval.
 
     Both are resampled with the same initial states, so an interval above zero means the lead is real.
     """
@@ -65,7 +65,7 @@ def paired_lead(ours: str, sq_ours: np.ndarray, others: dict[str, np.ndarray], l
     best = min(others, key=lambda m: np.mean(others[m]))
     pair = np.stack([sq_ours, others[best]], axis=1)
     stat = lambda x: float(np.sqrt(np.mean(x[:, 1])) - np.sqrt(np.mean(x[:, 0])))  # noqa: E731
-    return row(ours, f"lead_over_best_{label}", stat(pair), M.bootstrap_ci(pair, stat, n_boot, seed=seed),
+    return row(ours, metric, stat(pair), M.bootstrap_ci(pair, stat, n_boot, seed=seed),
                versus=best)
 
 

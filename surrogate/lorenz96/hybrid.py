@@ -78,7 +78,7 @@ class HybridModel:
         X = torch.as_tensor(X0, device=self.device)
         noise = torch.zeros_like(X)
         out = [X0]
-        with torch.no_grad():
+        with torch.inference_mode():
             for i in range(1, n_steps + 1):
                 if self.method.stochastic:
                     noise = self.method.noise_step(noise, gen)

@@ -162,6 +162,7 @@ class EvaluateSpec(Section):
     cost_ensemble: int = Field(32, ge=1)
     cost_mtu: float = Field(0.25, gt=0)
     sample_forecasts: int = Field(4, ge=1)
+    climate_skip: list[str] = Field(default_factory=list, description="methods left out of the free runs")
 
     @field_validator("baselines", mode="before")
     @classmethod
@@ -194,6 +195,9 @@ class Lorenz96Case(Case):
         too_long = [x for x in self.evaluate.leads_mtu if x > self.data.forecast_mtu + 1e-9]
         if too_long:
             raise ValueError(f"evaluate.leads_mtu {too_long} exceed data.forecast_mtu={self.data.forecast_mtu}")
+        unknown = sorted(set(self.evaluate.climate_skip) - set(labels))
+        if unknown:
+            raise ValueError(f"evaluate.climate_skip names no method: {', '.join(unknown)}; methods: {', '.join(labels)}")
         if self.evaluate.mean_rmse_mtu > self.data.forecast_mtu + 1e-9:
             raise ValueError("evaluate.mean_rmse_mtu exceeds data.forecast_mtu")
         return self

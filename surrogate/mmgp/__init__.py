@@ -1,0 +1,1 @@
+"""Mesh-morphing Gaussian processes (MMGP) on specimens whose shapes have no parameters."""

@@ -1,0 +1,204 @@
+"""Mesh checks, Floater/Tutte morphing onto the unit disk, and P1 interpolation between meshes.
+
+Floater's theorem: with positive barycentric weights and the boundary mapped onto a convex polygon in
+order, the map of a triangulated disk is a bijection, so the morphed mesh is valid (no inverted
+triangles). It needs one boundary loop: a mesh with a hole gets a clear error instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import spsolve
+from scipy.spatial import cKDTree
+
+from surrogate.mmgp.geometry import signed_areas
+
+
+class MeshError(ValueError):
+    """A mesh this surrogate cannot take; the message says why and what is allowed."""
+
+
+def check_mesh(nodes: np.ndarray, triangles: np.ndarray, what: str = "mesh") -> tuple[np.ndarray, np.ndarray]:
+    """Planar nodes (N, 2) and counter-clockwise triangles (M, 3), or a MeshError naming the problem."""
+    nodes = np.asarray(nodes, float)
+    triangles = np.asarray(triangles)
+    if nodes.ndim != 2 or nodes.shape[1] not in (2, 3):
+        raise MeshError(f"{what}: expected nodes with shape (N, 2) or (N, 3), got {nodes.shape}")
+    if nodes.shape[1] == 3:
+        z = nodes[:, 2]
+        span = np.ptp(nodes[:, :2], axis=0).max()
+        if np.ptp(z) > 1e-9 * max(span, 1.0):
+            raise MeshError(f"{what}: the mesh is 3D (z varies by {np.ptp(z):.3g}); this case is 2D: give a planar "
+                            "triangle mesh (z = const)")
+        nodes = nodes[:, :2]
+    if triangles.ndim != 2 or triangles.shape[1] != 3 or len(triangles) == 0:
+        raise MeshError(f"{what}: expected linear triangles with shape (M, 3), got {triangles.shape}")
+    if triangles.min() < 0 or triangles.max() >= len(nodes):
+        raise MeshError(f"{what}: triangle node indices outside 0..{len(nodes) - 1}")
+    area = signed_areas(nodes, triangles)
+    scale = np.abs(area).mean()
+    degenerate = np.flatnonzero(np.abs(area) <= 1e-10 * scale)
+    if len(degenerate):
+        raise MeshError(f"{what}: {len(degenerate)} degenerate triangle(s) with zero area (first: #{degenerate[0]})")
+    negative = area < 0
+    if negative.all():  # consistently clockwise: only the orientation convention differs
+        triangles = triangles[:, [0, 2, 1]]
+    elif negative.any():
+        raise MeshError(f"{what}: {int(negative.sum())} inverted triangle(s) (orientation opposite to the others; "
+                        f"first: #{np.flatnonzero(negative)[0]})")
+    return nodes, np.asarray(triangles, np.int64)
+
+
+def boundary_loops(triangles: np.ndarray) -> list[np.ndarray]:
+    """Closed boundary node loops, each counter-clockwise for the outer boundary of a CCW mesh."""
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    key = np.sort(edges, axis=1)
+    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    boundary = edges[counts[inverse.ravel()] == 1]
+    following = dict(zip(boundary[:, 0].tolist(), boundary[:, 1].tolist()))
+    if len(following) != len(boundary):
+        raise MeshError("mesh: a boundary node is shared by two boundary loops (non-manifold boundary)")
+    loops, seen = [], set()
+    for start in following:
+        if start in seen:
+            continue
+        loop, node = [], start
+        while node not in seen:
+            seen.add(node)
+            loop.append(node)
+            node = following[node]
+        loops.append(np.array(loop))
+    return loops
+
+
+def _outer_loop(nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    loops = boundary_loops(triangles)
+    if len(loops) != 1:
+        raise MeshError(f"mesh: {len(loops)} boundary loops (the shape has {len(loops) - 1} hole(s)); disk morphing "
+                        "needs a simply connected mesh with one boundary loop")
+    return loops[0]
+
+
+def corner_nodes(nodes: np.ndarray, loop: np.ndarray, count: int = 4) -> np.ndarray:
+    """The `count` boundary nodes with the sharpest turns, in loop order, starting nearest the
+    bottom-left (smallest x + y)."""
+    prev, nxt = nodes[np.roll(loop, 1)], nodes[np.roll(loop, -1)]
+    a, b = nodes[loop] - prev, nxt - nodes[loop]
+    turn = np.abs(np.arctan2(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0], (a * b).sum(1)))
+    picked = np.sort(np.argsort(turn)[-count:])
+    first = np.argmin(nodes[loop[picked]].sum(1))
+    return np.roll(picked, -first)
+
+
+def _arc_length(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+
+
+def disk_boundary(nodes: np.ndarray, loop: np.ndarray, anchored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary nodes and their angles on the unit circle, increasing counter-clockwise.
+
+    Not anchored (the authors' setting): start at the node of smallest x (then smallest y), walk the
+    loop in the direction of decreasing y, angle proportional to arc length.
+    Anchored: the four corners go to angles 5pi/4, 7pi/4, pi/4, 3pi/4 and arc length is spread
+    between consecutive corners, so the same geometric feature lands at the same place on the disk.
+    """
+    if not anchored:
+        p = nodes[loop]
+        start = np.lexsort((p[:, 1], p[:, 0]))[0]
+        # the loop is counter-clockwise, so from the leftmost node it heads toward smaller y
+        order = np.roll(loop, -start)
+        s = _arc_length(nodes[np.append(order, order[0])])
+        return order, np.pi + 2 * np.pi * s[:-1] / s[-1]
+    corners = corner_nodes(nodes, loop)
+    order = np.roll(loop, -corners[0])
+    corners = (corners - corners[0]) % len(loop)
+    bounds = np.append(corners, len(loop))
+    theta = np.empty(len(loop))
+    for j in range(4):
+        seg = order[bounds[j]: bounds[j + 1] + 1] if j < 3 else np.append(order[bounds[j]:], order[0])
+        s = _arc_length(nodes[seg])
+        theta[bounds[j]: bounds[j + 1]] = 1.25 * np.pi + 0.5 * np.pi * (j + s[:-1] / s[-1])
+    return order, theta
+
+
+def floater_disk(nodes: np.ndarray, triangles: np.ndarray, anchored: bool = False) -> np.ndarray:
+    """Positions (N, 2) of the nodes on the unit disk: boundary on the circle, every interior node at the
+    average of its neighbours (uniform weights 1/deg, one sparse solve)."""
+    loop = _outer_loop(nodes, triangles)
+    order, theta = disk_boundary(nodes, loop, anchored)
+    n = len(nodes)
+    e = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    e = np.unique(np.sort(e, axis=1), axis=0)
+    A = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)).tocsr()
+    L = sp.diags(np.asarray(A.sum(1)).ravel()) - A
+    out = np.zeros((n, 2))
+    out[order] = np.column_stack([np.cos(theta), np.sin(theta)])
+    interior = np.setdiff1d(np.arange(n), order)
+    if len(interior):
+        rhs = -L[interior][:, order] @ out[order]
+        out[interior] = spsolve(L[interior][:, interior].tocsc(), np.asarray(rhs))
+    return out
+
+
+def interpolation_matrix(nodes: np.ndarray, triangles: np.ndarray, points: np.ndarray) -> sp.csr_matrix:
+    """Sparse P (len(points), len(nodes)) with P @ f = the P1 interpolant of nodal values f at `points`.
+    Points outside the mesh are clamped to the nearest boundary edge."""
+    centroids = nodes[triangles].mean(1)
+    tree = cKDTree(centroids)
+    n_pts = len(points)
+    rows, cols, vals = [], [], []
+    found = np.zeros(n_pts, bool)
+    for k in (8, 32, 128):
+        todo = np.flatnonzero(~found)
+        if len(todo) == 0:
+            break
+        _, cand = tree.query(points[todo], k=min(k, len(triangles)))
+        cand = cand.reshape(len(todo), -1)
+        bary = _barycentric(nodes, triangles[cand], points[todo])  # (n, k, 3)
+        inside = bary.min(-1) >= -1e-10
+        has = inside.any(1)
+        pick = inside.argmax(1)
+        idx = todo[has]
+        tri = triangles[cand[has, pick[has]]]
+        lam = np.clip(bary[has, pick[has]], 0, None)
+        lam /= lam.sum(1, keepdims=True)
+        rows.append(np.repeat(idx, 3))
+        cols.append(tri.ravel())
+        vals.append(lam.ravel())
+        found[idx] = True
+    outside = np.flatnonzero(~found)
+    if len(outside):
+        r, c, v = _clamp_to_boundary(nodes, triangles, points[outside])
+        rows.append(outside[r])
+        cols.append(c)
+        vals.append(v)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(n_pts, len(nodes)))
+
+
+def _barycentric(nodes: np.ndarray, tris: np.ndarray, points: np.ndarray) -> np.ndarray:
+    a, b, c = nodes[tris[..., 0]], nodes[tris[..., 1]], nodes[tris[..., 2]]
+    p = points[:, None, :]
+    v0, v1, v2 = b - a, c - a, p - a
+    det = v0[..., 0] * v1[..., 1] - v0[..., 1] * v1[..., 0]
+    l1 = (v2[..., 0] * v1[..., 1] - v2[..., 1] * v1[..., 0]) / det
+    l2 = (v0[..., 0] * v2[..., 1] - v0[..., 1] * v2[..., 0]) / det
+    return np.stack([1 - l1 - l2, l1, l2], -1)
+
+
+def _clamp_to_boundary(nodes, triangles, points):
+    edges = np.concatenate([np.column_stack([loop, np.roll(loop, -1)]) for loop in boundary_loops(triangles)])
+    a, b = nodes[edges[:, 0]], nodes[edges[:, 1]]
+    tree = cKDTree(0.5 * (a + b))
+    _, cand = tree.query(points, k=min(16, len(edges)))
+    cand = cand.reshape(len(points), -1)
+    pa, ab = points[:, None, :] - a[cand], b[cand] - a[cand]
+    t = np.clip((pa * ab).sum(-1) / (ab * ab).sum(-1), 0, 1)
+    dist = np.linalg.norm(pa - t[..., None] * ab, axis=-1)
+    best = dist.argmin(1)
+    sel = np.arange(len(points))
+    e, tt = cand[sel, best], t[sel, best]
+    rows = np.repeat(sel, 2)
+    cols = np.column_stack([edges[e, 0], edges[e, 1]]).ravel()
+    vals = np.column_stack([1 - tt, tt]).ravel()
+    return rows, cols, vals

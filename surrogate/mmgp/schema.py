@@ -1,0 +1,168 @@
+"""The mmgp case file: every key, its default, its allowed range."""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from surrogate.core.case import Case, Section
+
+Range = tuple[float, float]
+
+
+def _ordered(value: Range, what: str) -> Range:
+    if value[0] > value[1]:
+        raise ValueError(f"{what} range must be [low, high] with low <= high, got {list(value)}")
+    return value
+
+
+class GeometrySpec(Section):
+    definition: str = Field("meshes/specimen2d.yaml", description="reference geometry file (relative to the repo)")
+    mesh_size: Range | None = Field(None, description="override of the gmsh size range, e.g. [0.08, 0.1] for smoke")
+
+    @field_validator("mesh_size")
+    @classmethod
+    def _size(cls, v):
+        if v is not None:
+            _ordered(v, "mesh_size")
+            if v[0] < 0.005:
+                raise ValueError("mesh_size below 0.005 gives more than 100k nodes; allowed: >= 0.005")
+        return v
+
+
+class PhysicsSpec(Section):
+    model: Literal["linear", "neo_hookean"] = "neo_hookean"
+    load: Range = Field((25.0, 35.0), description="top normal traction, MPa (uniform draw)")
+    shear: Range = Field((-2.0, 2.0), description="top tangential traction, MPa")
+    young: Range = Field((80.0, 120.0), description="Young's modulus, MPa")
+    poisson: float = Field(0.35, gt=0.0, lt=0.5)
+    load_steps: int = Field(4, ge=1, le=100)
+    newton_tol: float = Field(1e-10, gt=0, lt=1e-2)
+
+    @field_validator("load", "shear", "young")
+    @classmethod
+    def _range(cls, v, info):
+        return _ordered(v, info.field_name)
+
+    @field_validator("young")
+    @classmethod
+    def _positive(cls, v):
+        if v[0] <= 0:
+            raise ValueError("Young's modulus must be positive")
+        return v
+
+
+class DataSpec(Section):
+    n_train: int = Field(500, ge=2, le=100_000)
+    n_test: int = Field(200, ge=1, le=100_000)
+    n_ood: int = Field(4, ge=0, le=10_000, description="out-of-range shapes (another notch family)")
+    workers: int = Field(1, ge=1, le=256, description="local processes for the solver")
+
+
+class _MethodBase(Section):
+    name: str | None = Field(None, pattern=r"^[A-Za-z][\w\-]*$", description="defaults to the kind")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind  # type: ignore[attr-defined]
+
+
+class MMGPSpec(_MethodBase):
+    """One MMGP variant. The defaults are the authors' Tensile2d settings."""
+
+    kind: Literal["mmgp"]
+    morphing: Literal["floater", "floater_anchored"] = Field(
+        "floater", description="floater: uniform-weight Tutte map, arc length from the min-x node (authors); "
+        "floater_anchored: the four corners pinned to fixed angles, arc length between them")
+    shape_modes: int = Field(8, ge=1, le=500)
+    field_modes: int = Field(8, ge=1, le=500)
+    energy: float | None = Field(None, gt=0, lt=1, description="if set, keep the fewest modes (at most the "
+                                 "counts above) whose POD energy reaches this fraction")
+    center: bool = Field(False, description="subtract the training mean before POD")
+    kernel: Literal["shared_per_field", "per_output"] = Field(
+        "shared_per_field", description="shared_per_field: a field's modes share one kernel and noise (authors)")
+    restarts: int = Field(10, ge=1, le=100)
+    max_iter: int = Field(1000, ge=1, le=10_000, description="L-BFGS iterations")
+    noise_floor: float = Field(1e-8, gt=0, lt=1)
+    truncation_variance: bool = Field(False, description="add the POD truncation error to the field variance")
+    uncertainty: Literal["closed_form", "monte_carlo_as_published"] = Field(
+        "closed_form", description="monte_carlo_as_published reproduces the authors' field sampling, whose "
+        "variance is zero")
+
+
+class OracleGPSpec(_MethodBase):
+    """A GP on the generator's true shape parameters and the scalar inputs (an upper reference)."""
+
+    kind: Literal["oracle_gp"]
+    field_modes: int = Field(8, ge=1, le=500)
+    restarts: int = Field(5, ge=1, le=100)
+    max_iter: int = Field(1000, ge=1, le=10_000)
+
+
+class GNNSpec(_MethodBase):
+    """A MeshGraphNets-style encode-process-decode GNN on the raw meshes."""
+
+    kind: Literal["gnn"]
+    hidden: int = Field(64, ge=4, le=1024)
+    layers: int = Field(8, ge=1, le=64)
+    lr: float = Field(1e-3, gt=0, le=1)
+    time_budget: float | None = Field(None, gt=0, description="training seconds; default: MMGP's training time")
+    max_epochs: int = Field(10_000, ge=1)
+
+
+MethodSpec = Annotated[Union[MMGPSpec, OracleGPSpec, GNNSpec], Field(discriminator="kind")]
+
+SHORTHANDS = {
+    "mmgp_faithful": {"kind": "mmgp", "name": "mmgp_faithful"},
+    "oracle_gp": {"kind": "oracle_gp"},
+    "gnn": {"kind": "gnn"},
+}
+
+
+def _expand(value):
+    if isinstance(value, str):
+        if value not in SHORTHANDS:
+            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(SHORTHANDS)} "
+                             "or a mapping with kind: mmgp | oracle_gp | gnn")
+        return dict(SHORTHANDS[value])
+    return value
+
+
+class EvaluateSpec(Section):
+    baselines: list[MethodSpec] = Field(default_factory=list)
+    coverage_levels: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.9, 0.95])
+    figures: int = Field(3, ge=0, le=20, description="test shapes drawn")
+    cost_samples: int = Field(5, ge=1, description="new shapes timed: FEM against the surrogate")
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _shorthands(cls, value):
+        if not isinstance(value, list):
+            raise ValueError("baselines must be a list of method names or mappings")
+        return [_expand(v) for v in value]
+
+
+class MMGPCase(Case):
+    pipeline: Literal["mmgp"]
+    geometry: GeometrySpec = Field(default_factory=GeometrySpec)
+    physics: PhysicsSpec = Field(default_factory=PhysicsSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    surrogate: MMGPSpec = Field(default_factory=lambda: MMGPSpec(kind="mmgp"))
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+
+    @field_validator("surrogate", mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return _expand(value)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        labels = [m.label for m in self.methods]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"method names must be unique; repeated: {', '.join(dup)} (give each a name:)")
+        return self
+
+    @property
+    def methods(self) -> list:
+        return [self.surrogate, *self.evaluate.baselines]

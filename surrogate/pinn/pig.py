@@ -1,0 +1,169 @@
+"""Physics-Informed Gaussians: a trainable Gaussian feature embedding followed by a small tanh MLP.
+
+Feature j of k channels is F_j(z) = sum_i w_ji exp(-q_ji(z) / 2), each channel with its own N
+Gaussians (means mu, per-dimension scales sigma, scalar weights w), z = the inputs mapped affinely
+onto `input_range`. q is sum_d ((z_d - mu_d) / sigma_d)^2 for the diagonal covariance, or
+(z - mu)^T R diag(sigma^-2) R^T (z - mu) with a learned rotation R for the full one. A periodic
+coordinate uses 2 (1 - cos(w delta)) / w^2 in place of delta^2, which equals it near the mean and
+makes u and all its derivatives exactly periodic. sigma is a raw parameter (only sigma^2 enters).
+
+`derivatives` returns u, du/dx_d and d2u/dx_d^2 in closed form (Gaussian derivatives chained
+through the MLP) so the PDE loss needs one backward pass instead of two.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class PIG(nn.Module):
+    def __init__(self, lower: Sequence[float], upper: Sequence[float], n_gaussians: int, channels: int = 4,
+                 hidden: Sequence[int] = (16,), sigma_init: float = 0.1, weight_std: float = 0.01,
+                 input_range: Sequence[float] = (-1.0, 1.0), periodic: Sequence[bool] | None = None,
+                 covariance: str = "diagonal", seed: int = 0, dtype: str = "float64"):
+        super().__init__()
+        dim = len(lower)
+        if n_gaussians < 1 or channels < 1:
+            raise ValueError(f"n_gaussians and channels must be >= 1, got {n_gaussians}, {channels}")
+        if covariance not in ("diagonal", "full"):
+            raise ValueError(f"covariance must be 'diagonal' or 'full', got {covariance!r}")
+        periodic = [bool(p) for p in (periodic or [False] * dim)]
+        if covariance == "full" and (any(periodic) or dim not in (2, 3)):
+            raise ValueError("covariance 'full' is implemented for 2 or 3 non-periodic coordinates only")
+        self.config = {"lower": list(map(float, lower)), "upper": list(map(float, upper)), "n_gaussians": n_gaussians,
+                       "channels": channels, "hidden": list(hidden), "sigma_init": sigma_init,
+                       "weight_std": weight_std, "input_range": list(map(float, input_range)),
+                       "periodic": periodic, "covariance": covariance, "seed": seed, "dtype": dtype}
+        dt = getattr(torch, dtype)
+        gen = torch.Generator().manual_seed(seed)
+        lo, hi = torch.tensor(lower, dtype=torch.float64), torch.tensor(upper, dtype=torch.float64)
+        a, b = input_range
+        scale = (b - a) / (hi - lo)
+        self.register_buffer("scale", scale.to(dt))
+        self.register_buffer("shift", (a - lo * scale).to(dt))
+        # angular frequency 2 pi / period in z units for periodic coordinates, 0 otherwise
+        self.register_buffer("omega", torch.tensor([2 * math.pi / (b - a) if p else 0.0 for p in periodic], dtype=dt))
+        self.mu = nn.Parameter((a + (b - a) * torch.rand(channels, n_gaussians, dim, generator=gen,
+                                                         dtype=torch.float64)).to(dt))
+        self.sigma = nn.Parameter(torch.full((channels, n_gaussians, dim), float(sigma_init), dtype=dt))
+        self.weight = nn.Parameter((weight_std * torch.randn(channels, n_gaussians, generator=gen,
+                                                             dtype=torch.float64)).to(dt))
+        if covariance == "full":
+            n_rot = 2 if dim == 2 else 4  # rotation angle as a unit vector, or a unit quaternion
+            init = torch.zeros(channels, n_gaussians, n_rot, dtype=dt)
+            init[..., 0] = 1.0
+            self.rotation = nn.Parameter(init)
+        layers, width = [], channels
+        for h in hidden:
+            layers.append(nn.Linear(width, h, dtype=dt))
+            width = h
+        layers.append(nn.Linear(width, 1, dtype=dt))
+        for layer in layers:  # glorot normal kernels, zero biases (as the paper's JAX code)
+            std = math.sqrt(2.0 / (layer.in_features + layer.out_features))
+            with torch.no_grad():
+                layer.weight.copy_(std * torch.randn(layer.weight.shape, generator=gen, dtype=torch.float64))
+                layer.bias.zero_()
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def dim(self) -> int:
+        return self.mu.shape[-1]
+
+    def centres(self) -> torch.Tensor:
+        """Gaussian means in the problem's coordinates, shape (channels, N, D)."""
+        return (self.mu - self.shift) / self.scale
+
+    def _rotations(self) -> torch.Tensor:
+        r = self.rotation / self.rotation.norm(dim=-1, keepdim=True)
+        if r.shape[-1] == 2:
+            c, s = r[..., 0], r[..., 1]
+            return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+        w, x, y, z = r.unbind(-1)
+        return torch.stack([
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
+
+    def _embedding(self, z: torch.Tensor, order: int):
+        """Features (P, k) and, for order >= 1 / 2, their first / pure second z-derivatives (D, P, k)."""
+        wt = self.weight[:, None, :]
+        if self.config["covariance"] == "full":
+            R = self._rotations()                                          # (k, N, D, D)
+            A = torch.einsum("knab,knb,kncb->knac", R, self.sigma.pow(-2), R)  # precision matrices
+            delta = z[None, :, None, :] - self.mu[:, None]                 # (k, P, N, D)
+            Ad = torch.einsum("knab,kpnb->kpna", A, delta)
+            G = torch.exp(-0.5 * (delta * Ad).sum(-1))
+            grad_q_half = Ad.unbind(-1)                                    # dq/dz_d / 2
+            curv_half = [A[:, None, :, d, d] for d in range(self.dim)]     # d2q/dz_d^2 / 2
+        else:
+            q, grad_q_half, curv_half = 0.0, [], []
+            inv_var = self.sigma.pow(-2)[:, None]                          # (k, 1, N, D)
+            for d in range(self.dim):
+                delta = z[None, :, None, d] - self.mu[:, None, :, d]       # (k, P, N)
+                w = float(self.omega[d])
+                if w:
+                    q = q + 2 * (1 - torch.cos(w * delta)) / w**2 * inv_var[..., d]
+                    if order:
+                        grad_q_half.append(torch.sin(w * delta) / w * inv_var[..., d])
+                        curv_half.append(torch.cos(w * delta) * inv_var[..., d])
+                else:
+                    q = q + delta * delta * inv_var[..., d]
+                    if order:
+                        grad_q_half.append(delta * inv_var[..., d])
+                        curv_half.append(inv_var[..., d])
+            G = torch.exp(-0.5 * q)
+        wG = wt * G                                                        # (k, P, N)
+        F = wG.sum(-1).T
+        if order == 0:
+            return F, None, None
+        dF = torch.stack([-(wG * g).sum(-1).T for g in grad_q_half])
+        d2F = torch.stack([(wG * (g * g - c)).sum(-1).T for g, c in zip(grad_q_half, curv_half)]) if order > 1 else None
+        return F, dF, d2F
+
+    def _mlp(self, F, dF=None, d2F=None):
+        """The MLP on the features, carrying first and pure second derivatives along (tanh chain rule)."""
+        h, dh, d2h = F, dF, d2F
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            a = layer(h)
+            da = dh @ layer.weight.T if dh is not None else None
+            d2a = d2h @ layer.weight.T if d2h is not None else None
+            if i == last:
+                return a[:, 0], (None if da is None else da[..., 0].T), (None if d2a is None else d2a[..., 0].T)
+            h = torch.tanh(a)
+            if da is not None:
+                s = 1 - h * h
+                if d2a is not None:
+                    d2h = s * d2a - 2 * h * s * da * da
+                dh = s * da
+        raise AssertionError("unreachable")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """u at points x of shape (P, D); differentiable in x and in the parameters."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected x with shape (P, {self.dim}), got {tuple(x.shape)}")
+        F, _, _ = self._embedding(x * self.scale + self.shift, 0)
+        return self._mlp(F)[0]
+
+    def derivatives(self, x: torch.Tensor, order: int = 2):
+        """Closed form: u (P,), du/dx (P, D) and, for order 2, the pure second derivatives (P, D)."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected x with shape (P, {self.dim}), got {tuple(x.shape)}")
+        F, dF, d2F = self._embedding(x * self.scale + self.shift, order)
+        u, du, d2u = self._mlp(F, dF, d2F)
+        return u, du * self.scale, (d2u * self.scale**2 if d2u is not None else None)
+
+
+def autograd_derivatives(model, x: torch.Tensor, order: int = 2):
+    """u, du/dx and the pure second derivatives by (double) backpropagation, for any model u(x)."""
+    x = x.detach().requires_grad_(True)
+    u = model(x).reshape(-1)
+    (du,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    if order < 2:
+        return u, du, None
+    d2u = torch.stack([torch.autograd.grad(du[:, d].sum(), x, create_graph=True)[0][:, d]
+                       for d in range(x.shape[1])], dim=1)
+    return u, du, d2u

@@ -1,0 +1,25 @@
+"""Shared fixtures: one smoke run of the standard Lorenz96 case, made once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = ROOT / "cases"
+
+# one thread per process: the suite starts subprocesses, and oversubscribed OpenMP threads spin
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="session")
+def lorenz96_smoke_run(smoke_results) -> Path:
+    import surrogate
+
+    return surrogate.run(CASES / "lorenz96_mno.yaml", profile="smoke", results=smoke_results, quiet=True)
