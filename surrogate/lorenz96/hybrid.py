@@ -28,6 +28,8 @@ class HybridModel:
     X0 of shape (B, K) and returns (B, n_steps + 1, K). Normalisers live inside the method.
     """
 
+    CHUNK = 8192  # states per forward pass when called with numpy
+
     def __init__(self, method: Method, F: float, dt: float, scheme: str, metadata: dict[str, Any] | None = None):
         self.method = method.eval()
         self.F, self.dt, self.scheme = F, dt, scheme
@@ -59,9 +61,14 @@ class HybridModel:
         self._check(X, "X")
         if isinstance(X, torch.Tensor):
             return self.method(X)
-        with torch.no_grad():
-            out = self.method(torch.as_tensor(np.asarray(X, dtype=np.float64), device=self.device))
-        return out.cpu().numpy()
+        X = np.asarray(X, dtype=np.float64)
+        flat = X.reshape(-1, X.shape[-1])
+        out = np.empty_like(flat)
+        with torch.inference_mode():  # in chunks: a network's activations for 10^5 states would not fit
+            for start in range(0, len(flat), self.CHUNK):
+                chunk = torch.as_tensor(flat[start : start + self.CHUNK], device=self.device)
+                out[start : start + self.CHUNK] = self.method(chunk).cpu().numpy()
+        return out.reshape(X.shape)
 
     def step(self, X, noise=0.0):
         """One coarse step of size dt (torch in, torch out; differentiable)."""
