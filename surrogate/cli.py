@@ -1,4 +1,4 @@
-"""Command line: run, list, show, validate. No science here: it parses, calls and prints."""
+"""Command line: run, list, show, validate, app. No science here: it parses, calls and prints."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", help="the metrics table of a run")
     s.add_argument("run", help="a run folder, or a case name for its latest run")
+
+    a = sub.add_parser("app", help="start the Streamlit explorer on the results folder and print its address")
+    a.add_argument("--port", type=int, default=8501, help="local port (default: 8501)")
     return p
 
 
@@ -63,12 +66,14 @@ def cmd_list(args) -> int:
     for c in cases:
         print(f"  {c}")
     runs = list_runs(args.results)
-    print(f"runs in {args.results}:" if runs else f"runs: none in {args.results} yet; try `surrogate run {cases[0] if cases else 'CASE'}`")
+    first = cases[0] if cases else "CASE"
+    print(f"runs in {args.results}:" if runs else f"runs: none in {args.results} yet; try `surrogate run {first}`")
     for run in runs:
         head = (run.metrics() or {}).get("headline") or {}
         metric = f"{head['method']} {head['metric']} = {head['value']:.4g}" if head else ""
         meta = run.meta()
-        print(f"  {run.path.parent.name}/{run.path.name}  {run.status:<11} {meta.get('profile') or 'default':<8} {metric}")
+        profile = meta.get("profile") or "default"
+        print(f"  {run.path.parent.name}/{run.path.name}  {run.status:<11} {profile:<8} {metric}")
     return 0
 
 
@@ -93,7 +98,13 @@ def cmd_show(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "show": cmd_show}
+def cmd_app(args) -> int:
+    from surrogate.app_launcher import launch
+
+    return launch(args.port, args.results)
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "show": cmd_show, "app": cmd_app}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise CaseError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
     if not isinstance(data, dict):
-        raise CaseError(f"{path}: a case file must be a mapping of keys (pipeline, solver, ...), got {type(data).__name__}")
+        raise CaseError(f"{path}: a case file must be a mapping of keys (pipeline, solver, ...), "
+                        f"got {type(data).__name__}")
     return data
 
 

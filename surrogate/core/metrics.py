@@ -11,7 +11,8 @@ def rmse(pred: np.ndarray, ref: np.ndarray, axis=None) -> np.ndarray:
     return np.sqrt(np.mean((np.asarray(pred) - np.asarray(ref)) ** 2, axis=axis))
 
 
-def anomaly_correlation(pred: np.ndarray, ref: np.ndarray, climate_mean: float | np.ndarray, axis: int = -1) -> np.ndarray:
+def anomaly_correlation(pred: np.ndarray, ref: np.ndarray, climate_mean: float | np.ndarray,
+                        axis: int = -1) -> np.ndarray:
     """Centred anomaly correlation of each forecast with the truth, over `axis` (the spatial axis)."""
     fa = np.asarray(pred) - climate_mean
     oa = np.asarray(ref) - climate_mean

@@ -20,7 +20,14 @@ import xarray as xr
 from surrogate.core.case import Case
 from surrogate.core.report import metrics_table
 from surrogate.core.store import (
-    RunFolder, environment, git_commit, list_runs, point_latest, write_json, write_netcdf, write_yaml,
+    RunFolder,
+    environment,
+    git_commit,
+    list_runs,
+    point_latest,
+    write_json,
+    write_netcdf,
+    write_yaml,
 )
 from surrogate.core.training import resolve_device, seed_everything
 

@@ -1,10 +1,9 @@
 """The lorenz96 pipeline: truth data -> closures and baselines -> forecasts, climate, transfer, cost."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
-
-import zlib
 
 import numpy as np
 import torch
@@ -12,6 +11,7 @@ import xarray as xr
 
 from surrogate.core import metrics as M
 from surrogate.core.case import stable_hash
+from surrogate.core.methods import method_name, write_index
 from surrogate.core.report import save_figure
 from surrogate.core.runner import Pipeline
 from surrogate.core.store import RunFolder, load_weights, read_json, read_netcdf, write_json
@@ -87,7 +87,7 @@ class Lorenz96Pipeline(Pipeline):
         train = read_netcdf(data / "train.nc")
         X, target = train["X"].values, train["target"].values
         names = [m.label for m in case.methods]
-        write_json(model_dir / "index.json", {"surrogate": case.surrogate.label, "methods": names})
+        write_index(model_dir, case.surrogate.label, names)
         for spec in case.methods:
             if not (model_dir / f"{spec.label}.json").exists():
                 self._train_one(spec, spec.label, X, target, model_dir, history)
@@ -294,9 +294,4 @@ class Lorenz96Pipeline(Pipeline):
     @classmethod
     def load(cls, run: RunFolder, device: str = "cpu", method: str | None = None) -> HybridModel:
         model_dir = run.path / "model"
-        index = read_json(model_dir / "index.json")
-        name = method or index["surrogate"]
-        if not (model_dir / f"{name}.json").exists():
-            have = sorted(p.stem for p in model_dir.glob("*.json") if p.stem not in ("index", "training"))
-            raise KeyError(f"run {run.path} has no method {name!r}; it has: {', '.join(have)}")
-        return HybridModel.load(model_dir, name, device)
+        return HybridModel.load(model_dir, method_name(model_dir, method), device)

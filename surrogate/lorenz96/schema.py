@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from surrogate.core.case import Case, Section
+from surrogate.core.methods import MethodSpec, check_unique, expand_list, expand_shorthand
 
 
 class SolverSpec(Section):
@@ -80,13 +81,8 @@ class TrainOverride(Section):
     rollout_windows: int | None = Field(None, ge=1)
 
 
-class _MethodBase(Section):
-    name: str | None = Field(None, pattern=r"^[A-Za-z][\w\-]*$", description="defaults to the kind")
+class _MethodBase(MethodSpec):
     train: TrainOverride | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name or self.kind  # type: ignore[attr-defined]
 
     def init_args(self) -> dict[str, Any]:
         return self.model_dump(exclude={"name", "train", "kind"})
@@ -120,7 +116,7 @@ class FNOSpec(_MethodBase):
     normalise: bool = True
 
 
-MethodSpec = Annotated[
+AnyMethod = Annotated[
     Union[NullSpec, ClimatologySpec, PolynomialSpec, LocalMLPSpec, FNOSpec], Field(discriminator="kind")
 ]
 
@@ -136,19 +132,11 @@ SHORTHANDS: dict[str, dict[str, Any]] = {
 }
 
 
-def _expand(value: Any) -> Any:
-    if value is None:  # YAML `null` in a list of baselines means the null closure
-        return dict(SHORTHANDS["null"])
-    if isinstance(value, str):
-        if value not in SHORTHANDS:
-            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(SHORTHANDS)} "
-                             "or a mapping with kind: null | climatology | polynomial | local_mlp | mno | pure_fno")
-        return dict(SHORTHANDS[value])
-    return value
+KINDS = "null | climatology | polynomial | local_mlp | mno | pure_fno"
 
 
 class EvaluateSpec(Section):
-    baselines: list[MethodSpec] = Field(default_factory=list)
+    baselines: list[AnyMethod] = Field(default_factory=list)
     leads_mtu: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
     mean_rmse_mtu: float = Field(1.0, gt=0, description="the MNO paper's mean RMSE over the first MTU")
     headline: str = "forecast_rmse_1mtu"
@@ -167,9 +155,7 @@ class EvaluateSpec(Section):
     @field_validator("baselines", mode="before")
     @classmethod
     def _shorthands(cls, value):
-        if not isinstance(value, list):
-            raise ValueError("baselines must be a list of method names or mappings")
-        return [_expand(v) for v in value]
+        return expand_list(value, SHORTHANDS, KINDS)
 
 
 class Lorenz96Case(Case):
@@ -177,27 +163,26 @@ class Lorenz96Case(Case):
     solver: SolverSpec = Field(default_factory=SolverSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     coarse: CoarseSpec = Field(default_factory=CoarseSpec)
-    surrogate: MethodSpec = Field(default_factory=lambda: FNOSpec(kind="mno"))
+    surrogate: AnyMethod = Field(default_factory=lambda: FNOSpec(kind="mno"))
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
 
     @field_validator("surrogate", mode="before")
     @classmethod
     def _shorthand(cls, value):
-        return _expand(value)
+        return expand_shorthand(value, SHORTHANDS, KINDS)
 
     @model_validator(mode="after")
     def _consistent(self):
         labels = [m.label for m in self.methods]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise ValueError(f"method names must be unique; repeated: {', '.join(dup)} (give each a name:)")
+        check_unique(labels)
         too_long = [x for x in self.evaluate.leads_mtu if x > self.data.forecast_mtu + 1e-9]
         if too_long:
             raise ValueError(f"evaluate.leads_mtu {too_long} exceed data.forecast_mtu={self.data.forecast_mtu}")
         unknown = sorted(set(self.evaluate.climate_skip) - set(labels))
         if unknown:
-            raise ValueError(f"evaluate.climate_skip names no method: {', '.join(unknown)}; methods: {', '.join(labels)}")
+            raise ValueError(f"evaluate.climate_skip names no method: {', '.join(unknown)}; "
+                             f"methods: {', '.join(labels)}")
         if self.evaluate.mean_rmse_mtu > self.data.forecast_mtu + 1e-9:
             raise ValueError("evaluate.mean_rmse_mtu exceeds data.forecast_mtu")
         return self
