@@ -5,7 +5,7 @@ PIP     := .venv/bin/pip
 TORCH   ?= torch==2.13.0
 PROFILE ?= default
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench lint clean app
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -21,6 +21,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+app: setup
+	.venv/bin/surrogate app
 
 bench: setup
 	$(PY) benchmarks/lorenz96.py

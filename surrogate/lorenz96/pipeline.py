@@ -24,7 +24,7 @@ from surrogate.lorenz96.training import train_offline, train_rollout
 
 TABLE = ["closure_rmse", "forecast_rmse_0.5mtu", "forecast_rmse_1mtu", "forecast_rmse_2mtu", "mean_rmse_1mtu",
          "acc_1mtu", "bounded_fraction", "hellinger", "acf_rmse"]
-OFFLINE_KEYS = ("epochs", "lr", "batch_size", "scheduler", "step_size", "gamma", "weight_decay")
+OFFLINE_KEYS = ("epochs", "lr", "batch_size", "scheduler", "batching", "step_size", "gamma", "weight_decay")
 
 
 class Lorenz96Pipeline(Pipeline):

@@ -54,6 +54,9 @@ class TrainSpec(Section):
     lr: float = Field(1e-3, gt=0, le=1.0)
     batch_size: int = Field(256, ge=1)
     scheduler: Literal["cosine", "step", "none"] = "cosine"
+    batching: Literal["shuffled", "contiguous"] = Field(
+        "shuffled", description="contiguous: each batch is batch_size consecutive steps of one trajectory, "
+        "in order, as the MNO paper's loader does")
     step_size: int = Field(20, ge=1, description="StepLR period (scheduler: step)")
     gamma: float = Field(0.9, gt=0, le=1, description="StepLR factor (scheduler: step)")
     weight_decay: float = Field(0.0, ge=0)
@@ -71,6 +74,7 @@ class TrainOverride(Section):
     lr: float | None = Field(None, gt=0, le=1.0)
     batch_size: int | None = Field(None, ge=1)
     scheduler: Literal["cosine", "step", "none"] | None = None
+    batching: Literal["shuffled", "contiguous"] | None = None
     step_size: int | None = Field(None, ge=1)
     gamma: float | None = Field(None, gt=0, le=1)
     weight_decay: float | None = Field(None, ge=0)

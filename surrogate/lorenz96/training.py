@@ -43,9 +43,17 @@ def train_offline(model: HybridModel, X: np.ndarray, target: np.ndarray, cfg: An
     scale = float(method.y_std)
     opt, sched = _optimiser(method.parameters(), cfg.lr, cfg.weight_decay, cfg.epochs, cfg)
 
+    if cfg.batching == "contiguous":  # consecutive time steps of one trajectory per batch, in order
+        per = inputs.shape[1]
+        chunks = [torch.arange(t * per + s, t * per + min(s + cfg.batch_size, per))
+                  for t in range(inputs.shape[0]) for s in range(0, per, cfg.batch_size)]
+        order = lambda e: chunks  # noqa: E731
+    else:
+        order = lambda e: batches(len(x), cfg.batch_size, seed, e)  # noqa: E731
+
     def epoch(e: int) -> float:
         total, n = 0.0, 0
-        for idx in batches(len(x), cfg.batch_size, seed, e):
+        for idx in order(e):
             pred = method(x[idx])
             loss = torch.mean(((pred - y[idx]) / scale) ** 2)
             opt.zero_grad(set_to_none=True)
