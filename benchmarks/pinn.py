@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ def summarise(case: str, pde: str, method: str, per_seed: list[dict], seeds: lis
 
 def merge(rows: list[dict], command: str, seeds: list[int]) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    with open(OUT.with_suffix(".lock"), "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "surrogate-pinn-benchmark.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
         key = lambda r: (r["case"], r["method"], r["metric"])  # noqa: E731
@@ -72,11 +73,76 @@ def merge(rows: list[dict], command: str, seeds: list[int]) -> None:
         kept = [r for r in old["rows"] if key(r) not in new_keys]
         data = {"family": "pinn", "date": dt.date.today().isoformat(),
                 "machine": "2 CPU cores shared with other work, no GPU; one torch thread per run",
-                "command": command, "seeds": sorted(set(old.get("seeds", [])) | set(seeds)),
+                "command": "; ".join(dict.fromkeys([*old.get("command", "").split("; "), command]).keys()).strip("; "),
+                "seeds": sorted(set(old.get("seeds", [])) | set(seeds)),
                 "published_best": PUBLISHED, "rows": kept + rows}
         tmp = OUT.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(tmp, OUT)
+
+
+def step_costs(pdes: list[str], repeats: int = 3) -> list[dict]:
+    """Seconds per loss + gradient evaluation of each default case's PIG, with one engineering
+    choice changed at a time: derivatives (closed form / autograd), precision, local evaluation."""
+    import time
+
+    import torch
+
+    from surrogate.core.case import load_case
+    from surrogate.pinn.pig import PIG
+    from surrogate.pinn.training import PINNLoss, sample_points
+
+    torch.set_num_threads(1)
+    rows = []
+    for pde in pdes:
+        case = load_case(ROOT / "cases" / f"pig_{pde}.yaml")
+        problem, s = case.problem(), case.surrogate
+        variants = {"closed_form_float64": ("closed_form", "float64", s.local_cutoff),
+                    "autograd_float64": ("autograd", "float64", s.local_cutoff),
+                    "closed_form_float32": ("closed_form", "float32", s.local_cutoff),
+                    "autograd_float32_dense": ("autograd", "float32", None),
+                    "closed_form_float64_dense": ("closed_form", "float64", None),
+                    "closed_form_float64_local6": ("closed_form", "float64", 6.0)}
+        for label, (derivs, dtype, cutoff) in variants.items():
+            model = PIG(problem.lower, problem.upper, s.n_gaussians, s.channels, s.hidden, s.sigma_init,
+                        s.weight_std, s.input_range, [c in problem.periodic for c in problem.coords], s.covariance,
+                        0, dtype, cutoff)
+            pts = sample_points(problem, case.train, 0, getattr(torch, dtype))
+            loss = PINNLoss(model, problem, case.train, derivs)
+            loss.backward(pts)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                loss.backward(pts)
+            sec = (time.perf_counter() - t0) / repeats
+            rows.append({"case": f"pig_{pde}", "method": "pig", "metric": f"seconds_per_step_{label}", "value": sec,
+                         "std": None, "unit": "s", "published": None, "seeds": [0],
+                         "note": f"{case.train.n_collocation} points, {s.channels} x {s.n_gaussians} Gaussians"})
+            print(f"{pde:14s} {label:28s} {sec:.3f} s per loss+gradient", flush=True)
+    return rows
+
+
+def markdown_table() -> str:
+    """The README's results table, from benchmarks/results/pinn.json."""
+    data = json.loads(OUT.read_text())
+    cell = {(r["case"], r["method"], r["metric"]): r for r in data["rows"]}
+    fmt = lambda r: "-" if r is None else (f"{r['value']:.2e}" + (f" ± {r['std']:.1e}" if r.get("std") else ""))  # noqa: E731
+    sec = lambda r: "-" if r is None else f"{r['value']:.0f}"  # noqa: E731
+    lines = ["| PDE | PIG default | s | PIG paper settings | s | deepxde PINN | s | PINN / PIG | published PIG "
+             "| best known |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for pde in PDES:
+        case = f"pig_{pde}"
+
+        def get(method: str, metric: str, case: str = case):
+            return cell.get((case, method, metric))
+        if not any(get(m, "rel_l2") for m in ("pig", "pig_paper", "pinn")):
+            continue
+        pig, pinn = get("pig", "rel_l2"), get("pinn", "rel_l2")
+        ratio = f"{pinn['value'] / pig['value']:.3g}" if pig and pinn else "-"
+        pub = PUBLISHED[pde]
+        lines.append(f"| {pde} | {fmt(pig)} | {sec(get('pig', 'train_seconds'))} | {fmt(get('pig_paper', 'rel_l2'))} | "
+                     f"{sec(get('pig_paper', 'train_seconds'))} | {fmt(pinn)} | {sec(get('pinn', 'train_seconds'))} | "
+                     f"{ratio} | {pub['pig'] or '-'} | {pub['best']} ({pub['best_by']}) |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -87,9 +153,17 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--results", default=str(ROOT / "results" / "benchmarks"))
     ap.add_argument("--no-baseline", action="store_true", help="skip the deepxde PINN of the default case")
+    ap.add_argument("--step-costs", action="store_true", help="only time one loss+gradient per variant")
+    ap.add_argument("--table", action="store_true", help="print the README table from the results file")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table())
+        return 0
     command = "python " + " ".join(["benchmarks/pinn.py", *(argv if argv is not None else sys.argv[1:])])
     results = Path(args.results)
+    if args.step_costs:
+        merge(step_costs(args.pdes), command, [0])
+        return 0
     for pde in args.pdes:
         for variant in args.variants:
             case = ROOT / "cases" / (f"pig_{pde}.yaml" if variant == "default" else f"pig_{pde}_paper.yaml")

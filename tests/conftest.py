@@ -13,6 +13,17 @@ CASES = ROOT / "cases"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One thread per test: on a shared 2-core machine, oversubscribed OpenMP threads spin and crawl."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def smoke_results(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("results")

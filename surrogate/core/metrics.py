@@ -62,6 +62,12 @@ def autocorrelation(series: np.ndarray, max_lag: int, time_axis: int = 1) -> np.
     return np.array([np.mean(x[: n - lag] * x[lag:]) / var for lag in range(max_lag + 1)])
 
 
+def relative_l2(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Global relative L2 error ||pred - ref|| / ||ref|| over all values."""
+    pred, ref = np.asarray(pred).ravel(), np.asarray(ref).ravel()
+    return float(np.linalg.norm(pred - ref) / np.linalg.norm(ref))
+
+
 def r2_score(pred: np.ndarray, ref: np.ndarray) -> float:
     """Coefficient of determination over all values."""
     ref = np.asarray(ref)

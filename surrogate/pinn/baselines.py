@@ -7,6 +7,8 @@ A wall-clock budget stops training from a callback.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import time
@@ -23,7 +25,8 @@ def deepxde():
     """deepxde on its pytorch backend (chosen here, never from ~/.deepxde)."""
     os.environ["DDE_BACKEND"] = "pytorch"
     try:
-        import deepxde as dde
+        with contextlib.redirect_stdout(io.StringIO()):  # its backend banner
+            import deepxde as dde
     except ImportError as err:
         raise ImportError("the PINN baseline needs deepxde: pip install 'surrogate[pinn]'") from err
     if dde.backend.backend_name != "pytorch":
@@ -35,7 +38,8 @@ def deepxde():
 def build_net(dim: int, width: int, depth: int, activation: str):
     dde = deepxde()
     previous = torch.get_default_dtype()
-    dde.config.set_default_float("float64")
+    with contextlib.redirect_stdout(io.StringIO()):
+        dde.config.set_default_float("float64")
     try:
         return dde.nn.FNN([dim] + [width] * depth + [1], activation, "Glorot normal")
     finally:
@@ -79,7 +83,8 @@ def train_deepxde(problem: Problem, spec, seed: int, time_limit: float | None,
     dde = deepxde()
     previous = torch.get_default_dtype()
     dde.config.set_random_seed(seed)
-    dde.config.set_default_float("float64")
+    with contextlib.redirect_stdout(io.StringIO()):
+        dde.config.set_default_float("float64")
     curve: dict[str, list] = {"step": [], "seconds": [], "loss": [], "error": [], "phase": []}
     limit = time_limit or math.inf
     try:

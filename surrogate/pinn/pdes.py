@@ -30,12 +30,10 @@ class Problem:
 
     name = "problem"
     coords: tuple[str, ...] = ()
-    long_names: dict[str, str] = field(default_factory=dict)
     default_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     default_params: dict[str, float] = field(default_factory=dict)
     order = 2                      # highest derivative the residual uses
     periodic: tuple[str, ...] = ()  # coordinates in which u is exactly periodic
-    has_exact = True
 
     params: dict[str, float] = field(default_factory=dict)
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -48,7 +46,8 @@ class Problem:
         self.params = {**self.default_params, **self.params}
         bad = sorted(set(self.bounds) - set(self.coords))
         if bad:
-            raise ValueError(f"pde {self.name}: domain has unknown coordinate(s) {bad}; allowed: {', '.join(self.coords)}")
+            raise ValueError(f"pde {self.name}: domain has unknown coordinate(s) {bad}; "
+                             f"allowed: {', '.join(self.coords)}")
         self.bounds = {c: tuple(map(float, self.bounds.get(c, self.default_bounds[c]))) for c in self.coords}
         for c, (lo, hi) in self.bounds.items():
             if not lo < hi:
@@ -247,7 +246,6 @@ class Burgers(Problem):
     coords: tuple[str, ...] = ("x", "t")
     default_bounds: dict = field(default_factory=lambda: {"x": (-1.0, 1.0), "t": (0.0, 1.0)})
     default_params: dict = field(default_factory=lambda: {"nu": 0.01 / math.pi})
-    has_exact = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -278,7 +276,6 @@ class AllenCahn(Problem):
     default_bounds: dict = field(default_factory=lambda: {"x": (-1.0, 1.0), "t": (0.0, 1.0)})
     default_params: dict = field(default_factory=lambda: {"eps": 1e-4, "a": 5.0})
     periodic: tuple[str, ...] = ("x",)
-    has_exact = False
 
     def initial(self, x):
         return x[:, 0] ** 2 * _lib(x).cos(math.pi * x[:, 0])

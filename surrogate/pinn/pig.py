@@ -23,7 +23,8 @@ class PIG(nn.Module):
     def __init__(self, lower: Sequence[float], upper: Sequence[float], n_gaussians: int, channels: int = 4,
                  hidden: Sequence[int] = (16,), sigma_init: float = 0.1, weight_std: float = 0.01,
                  input_range: Sequence[float] = (-1.0, 1.0), periodic: Sequence[bool] | None = None,
-                 covariance: str = "diagonal", seed: int = 0, dtype: str = "float64"):
+                 covariance: str = "diagonal", seed: int = 0, dtype: str = "float64",
+                 local_cutoff: float | None = None):
         super().__init__()
         dim = len(lower)
         if n_gaussians < 1 or channels < 1:
@@ -33,10 +34,14 @@ class PIG(nn.Module):
         periodic = [bool(p) for p in (periodic or [False] * dim)]
         if covariance == "full" and (any(periodic) or dim not in (2, 3)):
             raise ValueError("covariance 'full' is implemented for 2 or 3 non-periodic coordinates only")
+        if local_cutoff is not None and (covariance != "diagonal" or all(periodic) or local_cutoff <= 0):
+            raise ValueError("local_cutoff needs a positive number of scales, the diagonal covariance and one "
+                             "non-periodic coordinate")
         self.config = {"lower": list(map(float, lower)), "upper": list(map(float, upper)), "n_gaussians": n_gaussians,
                        "channels": channels, "hidden": list(hidden), "sigma_init": sigma_init,
                        "weight_std": weight_std, "input_range": list(map(float, input_range)),
-                       "periodic": periodic, "covariance": covariance, "seed": seed, "dtype": dtype}
+                       "periodic": periodic, "covariance": covariance, "seed": seed, "dtype": dtype,
+                       "local_cutoff": local_cutoff}
         dt = getattr(torch, dtype)
         gen = torch.Generator().manual_seed(seed)
         lo, hi = torch.tensor(lower, dtype=torch.float64), torch.tensor(upper, dtype=torch.float64)
@@ -89,6 +94,8 @@ class PIG(nn.Module):
 
     def _embedding(self, z: torch.Tensor, order: int):
         """Features (P, k) and, for order >= 1 / 2, their first / pure second z-derivatives (D, P, k)."""
+        if self.config.get("local_cutoff"):
+            return self._local_embedding(z, order)
         wt = self.weight[:, None, :]
         if self.config["covariance"] == "full":
             R = self._rotations()                                          # (k, N, D, D)
@@ -121,6 +128,49 @@ class PIG(nn.Module):
             return F, None, None
         dF = torch.stack([-(wG * g).sum(-1).T for g in grad_q_half])
         d2F = torch.stack([(wG * (g * g - c)).sum(-1).T for g, c in zip(grad_q_half, curv_half)]) if order > 1 else None
+        return F, dF, d2F
+
+    def _per_dim_terms(self, delta, inv_var, d: int, order: int):
+        """q_d, (dq_d/dz_d)/2 and (d2q_d/dz_d^2)/2 of one coordinate."""
+        w = float(self.omega[d])
+        if w:
+            q = 2 * (1 - torch.cos(w * delta)) / w**2 * inv_var
+            return q, (torch.sin(w * delta) / w * inv_var if order else None), (torch.cos(w * delta) * inv_var
+                                                                                 if order else None)
+        return delta * delta * inv_var, (delta * inv_var if order else None), (inv_var if order else None)
+
+    def _local_embedding(self, z: torch.Tensor, order: int):
+        """As `_embedding`, evaluating each Gaussian only at points within `local_cutoff` scales of its
+        mean along the first non-periodic coordinate (points sorted once, windows by binary search).
+        The neglected terms are below exp(-cutoff^2 / 2) of the Gaussian's weight."""
+        k, N, D = self.mu.shape
+        P = z.shape[0]
+        d0 = self.config["periodic"].index(False)
+        zs, perm = torch.sort(z[:, d0].detach())
+        mu0 = self.mu[..., d0].detach().reshape(-1)
+        half = self.config["local_cutoff"] * self.sigma[..., d0].detach().abs().reshape(-1)
+        lo = torch.searchsorted(zs, mu0 - half)
+        hi = torch.searchsorted(zs, mu0 + half, right=True)
+        counts = hi - lo
+        g = torch.repeat_interleave(torch.arange(k * N), counts)               # Gaussian of each pair
+        start = torch.cumsum(counts, 0) - counts
+        p = perm[lo[g] + torch.arange(len(g)) - start[g]]                     # point of each pair
+        slot = p * k + torch.div(g, N, rounding_mode="floor")                 # (point, channel) of each pair
+        mu, inv_var = self.mu.reshape(k * N, D)[g], self.sigma.reshape(k * N, D).pow(-2)[g]
+        zp = z[p]
+        q, grads, curvs = 0.0, [], []
+        for d in range(D):
+            qd, gd, cd = self._per_dim_terms(zp[:, d] - mu[:, d], inv_var[:, d], d, order)
+            q = q + qd
+            grads.append(gd)
+            curvs.append(cd)
+        wG = self.weight.reshape(-1)[g] * torch.exp(-0.5 * q)
+        gather = lambda v: z.new_zeros(P * k).index_add(0, slot, v).view(P, k)  # noqa: E731
+        F = gather(wG)
+        if order == 0:
+            return F, None, None
+        dF = torch.stack([gather(-wG * gd) for gd in grads])
+        d2F = torch.stack([gather(wG * (gd * gd - cd)) for gd, cd in zip(grads, curvs)]) if order > 1 else None
         return F, dF, d2F
 
     def _mlp(self, F, dF=None, d2F=None):

@@ -8,14 +8,16 @@ import numpy as np
 import torch
 import xarray as xr
 
+from surrogate.core.methods import method_name, write_index
+from surrogate.core.metrics import relative_l2
 from surrogate.core.report import metric_row, save_figure
 from surrogate.core.runner import Pipeline
-from surrogate.core.store import RunFolder, read_json, read_netcdf, write_json, write_netcdf
+from surrogate.core.store import RunFolder, read_json, read_netcdf, write_netcdf
 from surrogate.pinn.field import FieldModel, coord_attrs
 from surrogate.pinn.pdes import cf_order, grid_points
 from surrogate.pinn.pig import PIG
 from surrogate.pinn.schema import PINNCase
-from surrogate.pinn.training import relative_l2, train_pig
+from surrogate.pinn.training import train_pig
 
 DEFAULT_TEST_POINTS = {
     "helmholtz": {"x": 250, "y": 250},
@@ -66,7 +68,8 @@ class PINNPipeline(Pipeline):
     # ------------------------------------------------------------------ fit
     def _problem_spec(self) -> dict[str, Any]:
         problem = self.case.problem()
-        return {"name": problem.name, "params": problem.params, "domain": {c: list(b) for c, b in problem.bounds.items()}}
+        domain = {c: list(b) for c, b in problem.bounds.items()}
+        return {"name": problem.name, "params": problem.params, "domain": domain}
 
     def _monitor(self, data: Path):
         """Test error on a fixed subset of the reference grid (for learning curves)."""
@@ -93,13 +96,13 @@ class PINNPipeline(Pipeline):
         case, problem = self.case, self.case.problem()
         model_dir, ckpt = self.run.sub("model"), self.run.sub("checkpoints")
         methods = ["pig", *[b.label for b in case.evaluate.baselines]]
-        write_json(model_dir / "index.json", {"surrogate": "pig", "methods": methods})
+        write_index(model_dir, "pig", methods)
         monitor = self._monitor(data)
         s = case.surrogate
         if not (model_dir / "pig.json").exists():
             pig = PIG(problem.lower, problem.upper, s.n_gaussians, s.channels, s.hidden, s.sigma_init, s.weight_std,
                       s.input_range, [c in problem.periodic for c in problem.coords], s.covariance, case.seed,
-                      s.dtype)
+                      s.dtype, s.local_cutoff)
             n_params = sum(p.numel() for p in pig.parameters())
             self.log(f"fit: PIG, {s.channels} x {s.n_gaussians} Gaussians, {n_params} parameters, {s.dtype}, "
                      f"{s.derivatives.replace('_', ' ')} derivatives")
@@ -124,7 +127,7 @@ class PINNPipeline(Pipeline):
 
     # ------------------------------------------------------------- evaluate
     def evaluate(self, data: Path) -> tuple[dict[str, Any], xr.Dataset]:
-        case, problem = self.case, self.case.problem()
+        problem = self.case.problem()
         model_dir = self.run.path / "model"
         ref = read_netcdf(data / "reference.nc")
         dims = cf_order(problem.coords)
@@ -169,7 +172,8 @@ class PINNPipeline(Pipeline):
         })
         ds = xr.Dataset({
             "u_reference": (dims, ref["u"].values, {**one(ref["u"].attrs["long_name"]), "surrogate_role": "reference"}),
-            "u_prediction": (("method", *dims), stacked, {**one("predicted solution u"), "surrogate_role": "prediction"}),
+            "u_prediction": (("method", *dims), stacked,
+                             {**one("predicted solution u"), "surrogate_role": "prediction"}),
             "u_error": (("method", *dims), stacked - ref["u"].values[None],
                         {**one("prediction minus reference"), "surrogate_role": "error"}),
             "gaussian_centre": (("channel", "gaussian", "coordinate"), centres, one("final PIG Gaussian mean")),
@@ -204,9 +208,10 @@ class PINNPipeline(Pipeline):
         plane = [c for c in ("x", "y", "t") if c in problem.coords and c not in sel][:2]
         ref = p.u_reference.isel(sel)
         err = p.u_error.sel({"method": "pig"}).isel(sel)
-        extent = [float(p[plane[0]].min()), float(p[plane[0]].max()), float(p[plane[1]].min()), float(p[plane[1]].max())]
+        extent = [float(f(p[c])) for c in plane for f in (np.min, np.max)]
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-        for ax, arr, title in ((axes[0], ref, "reference"), (axes[1], p.u_prediction.sel({"method": "pig"}).isel(sel), "PIG"),
+        pig = p.u_prediction.sel({"method": "pig"}).isel(sel)
+        for ax, arr, title in ((axes[0], ref, "reference"), (axes[1], pig, "PIG"),
                                (axes[2], abs(err), "|PIG - reference| with Gaussian centres")):
             im = ax.imshow(arr.transpose(plane[1], plane[0]).values, origin="lower", extent=extent, aspect="auto",
                            cmap="magma" if ax is axes[2] else "RdBu_r")
@@ -224,8 +229,4 @@ class PINNPipeline(Pipeline):
     @classmethod
     def load(cls, run: RunFolder, device: str = "cpu", method: str | None = None) -> FieldModel:
         model_dir = run.path / "model"
-        index = read_json(model_dir / "index.json")
-        name = method or index["surrogate"]
-        if not (model_dir / f"{name}.json").exists():
-            raise KeyError(f"run {run.path} has no method {name!r}; it has: {', '.join(index['methods'])}")
-        return FieldModel.load(model_dir, name)
+        return FieldModel.load(model_dir, method_name(model_dir, method))

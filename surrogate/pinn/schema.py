@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from surrogate.core.case import Case, Section
+from surrogate.core.methods import check_unique
 from surrogate.pinn.pdes import PROBLEMS, make_problem
 
 PDEName = Literal["helmholtz", "klein_gordon", "flow_mixing", "burgers", "allen_cahn"]
@@ -42,6 +43,14 @@ class PIGSpec(Section):
     covariance: Literal["diagonal", "full"] = "diagonal"
     derivatives: Literal["closed_form", "autograd"] = "closed_form"
     dtype: Literal["float64", "float32"] = "float64"
+    local_cutoff: float | None = Field(
+        None, gt=0, description="evaluate each Gaussian only within this many scales of its mean (diagonal only)")
+
+    @model_validator(mode="after")
+    def _local_needs_diagonal(self):
+        if self.local_cutoff is not None and self.covariance != "diagonal":
+            raise ValueError("local_cutoff works with covariance 'diagonal' only")
+        return self
 
     @field_validator("input_range")
     @classmethod
@@ -115,10 +124,7 @@ class PINNCase(Case):
 
     @model_validator(mode="after")
     def _consistent(self):
-        labels = ["pig", *[b.label for b in self.evaluate.baselines]]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise ValueError(f"method names must be unique; repeated: {', '.join(dup)} (give each baseline a name:)")
+        check_unique(["pig", *[b.label for b in self.evaluate.baselines]])
         coords = PROBLEMS[self.pde.name].__dataclass_fields__["coords"].default
         bad = sorted(set(self.data.test_points) - set(coords))
         if bad:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from surrogate.core.store import load_weights, read_json, write_json
@@ -91,25 +90,78 @@ class PINNLoss:
                 loss = ((self.model(xb) - ub) ** 2).mean()
                 if need_grad:
                     (getattr(weights, term) * loss).backward()
-                parts[term] = float(loss)
-                total += getattr(weights, term) * float(loss)
+                parts[term] = loss.item()
+                total += getattr(weights, term) * parts[term]
         parts["total"] = total
         return parts
 
 
-def relative_l2(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Global relative L2 error ||pred - ref|| / ||ref|| over all values."""
-    pred, ref = np.asarray(pred).ravel(), np.asarray(ref).ravel()
-    return float(np.linalg.norm(pred - ref) / np.linalg.norm(ref))
+class _Phase:
+    """One optimiser phase as the core Trainer's epoch function (steps_per_epoch steps per call)."""
 
+    def __init__(self, index: int, phase, model, problem: Problem, train, objective: PINNLoss, seed: int,
+                 curve: dict[str, list], curve_file: Path, limit: float, monitor, log):
+        self.index, self.phase, self.model, self.problem, self.train = index, phase, model, problem, train
+        self.objective, self.seed, self.curve, self.curve_file = objective, seed, curve, curve_file
+        self.limit, self.monitor, self.log = limit, monitor, log
+        self.dtype = next(model.parameters()).dtype
+        params = [q for q in model.parameters() if q.requires_grad]
+        if phase.optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=phase.lr)
+        else:
+            self.opt = torch.optim.LBFGS(params, lr=phase.lr, max_iter=phase.max_iter, history_size=phase.history,
+                                         tolerance_grad=1e-12, tolerance_change=0.0, line_search_fn="strong_wolfe")
+        self.epochs = math.ceil(phase.steps / train.steps_per_epoch)
+        self.pts, self.key, self.stopped = None, None, False
 
-def predict(model, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    dtype = next(model.parameters()).dtype
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), chunk):
-            out.append(model(torch.as_tensor(x[i : i + chunk], dtype=dtype)).reshape(-1).double().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    def spent(self) -> float:
+        return self.curve["seconds"][-1] if self.curve["seconds"] else 0.0
+
+    def points(self, step: int) -> dict[str, torch.Tensor]:
+        every = self.phase.resample_every
+        key = step // every if every else 0
+        if key != self.key:
+            self.pts = sample_points(self.problem, self.train, self.seed * 1_000_003 + self.index * 10_007 + key,
+                                     self.dtype)
+            self.key = key
+        return self.pts
+
+    def _closure(self):
+        self.opt.zero_grad(set_to_none=True)
+        return torch.tensor(self.objective.backward(self.pts)["total"])
+
+    def __call__(self, epoch: int) -> float:
+        curve, phase = self.curve, self.phase
+        if self.stopped or self.spent() >= self.limit:  # out of time: the remaining epochs do nothing
+            self.stopped = True
+            return curve["loss"][-1] if curve["loss"] else 0.0
+        t0 = time.perf_counter()
+        first, last = epoch * self.train.steps_per_epoch, min((epoch + 1) * self.train.steps_per_epoch, phase.steps)
+        loss = float("nan")
+        for step in range(first, last):
+            pts = self.points(step)
+            if phase.optimizer == "adam":
+                for g in self.opt.param_groups:  # smooth exponential decay, a function of the step only
+                    g["lr"] = phase.lr * phase.decay_rate ** (step / phase.decay_steps)
+                self.opt.zero_grad(set_to_none=True)
+                loss = self.objective.backward(pts)["total"]
+                self.opt.step()
+            else:
+                loss = float(self.opt.step(self._closure))
+            if not math.isfinite(loss) or self.spent() + time.perf_counter() - t0 >= self.limit:
+                last = step + 1
+                break
+        elapsed = time.perf_counter() - t0
+        if math.isfinite(loss):
+            step_count = (curve["step"][-1] if curve["step"] else 0) + last - first
+            err = self.monitor(self.model)
+            for key, value in (("step", step_count), ("seconds", self.spent() + elapsed), ("loss", loss),
+                               ("error", err), ("phase", self.index)):
+                curve[key].append(value)
+            write_json(self.curve_file, curve)
+            self.log(f"  {phase.optimizer} step {step_count}: loss {loss:.3e}, test rel. L2 {err:.3e}, "
+                     f"{self.spent():.0f} s")
+        return loss
 
 
 def train_pig(model, problem: Problem, train, derivatives: str, seed: int, checkpoints: Path,
@@ -120,78 +172,18 @@ def train_pig(model, problem: Problem, train, derivatives: str, seed: int, check
     training time. The budget `train.time_limit_s` covers all phases; a phase that runs out of time
     ends early, and later phases are skipped.
     """
-    dtype = next(model.parameters()).dtype
     curve_file = checkpoints / "curve.json"
     curve = read_json(curve_file) if curve_file.exists() else {"step": [], "seconds": [], "loss": [], "error": [],
                                                              "phase": [], "done": []}
     objective = PINNLoss(model, problem, train, derivatives)
     limit = train.time_limit_s or math.inf
-
-    def spent() -> float:
-        return curve["seconds"][-1] if curve["seconds"] else 0.0
-
-    global_step = curve["step"][-1] if curve["step"] else 0
     for p, phase in enumerate(train.phases):
         if p in curve["done"] or phase.steps == 0:
             if (checkpoints / f"phase{p}.pt").exists():  # a finished phase: continue from where it ended
                 model.load_state_dict(load_weights(checkpoints / f"phase{p}.pt")["model"])
             continue
-        params = [q for q in model.parameters() if q.requires_grad]
-        if phase.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=phase.lr)
-        else:
-            opt = torch.optim.LBFGS(params, lr=phase.lr, max_iter=phase.max_iter, history_size=phase.history,
-                                    tolerance_grad=1e-12, tolerance_change=0.0, line_search_fn="strong_wolfe")
-        epochs = math.ceil(phase.steps / train.steps_per_epoch)
-        state = {"pts": None, "key": None, "stopped": False}
-
-        def points(step: int) -> dict[str, torch.Tensor]:
-            key = step // phase.resample_every if phase.resample_every else 0
-            if key != state["key"]:
-                state["pts"] = sample_points(problem, train, seed * 1_000_003 + p * 10_007 + key, dtype)
-                state["key"] = key
-            return state["pts"]
-
-        def epoch_fn(epoch: int) -> float:
-            nonlocal global_step
-            if state["stopped"] or spent() >= limit:
-                state["stopped"] = True
-                return curve["loss"][-1] if curve["loss"] else 0.0
-            t0 = time.perf_counter()
-            first, last = epoch * train.steps_per_epoch, min((epoch + 1) * train.steps_per_epoch, phase.steps)
-            loss = float("nan")
-            for step in range(first, last):
-                pts = points(step)
-                if phase.optimizer == "adam":
-                    for g in opt.param_groups:  # smooth exponential decay, a function of the step only
-                        g["lr"] = phase.lr * phase.decay_rate ** (step / phase.decay_steps)
-                    opt.zero_grad(set_to_none=True)
-                    loss = objective.backward(pts)["total"]
-                    opt.step()
-                else:
-                    def closure():
-                        opt.zero_grad(set_to_none=True)
-                        return torch.tensor(objective.backward(pts)["total"])
-                    loss = float(opt.step(closure))
-                if not math.isfinite(loss) or spent() + time.perf_counter() - t0 >= limit:
-                    last = step + 1
-                    break
-            elapsed = time.perf_counter() - t0
-            global_step += last - first
-            if math.isfinite(loss):
-                model.eval()
-                err = monitor(model)
-                curve["step"].append(global_step)
-                curve["seconds"].append(spent() + elapsed)
-                curve["loss"].append(loss)
-                curve["error"].append(err)
-                curve["phase"].append(p)
-                write_json(curve_file, curve)
-                log(f"  {phase.optimizer} step {global_step}: loss {loss:.3e}, test rel. L2 {err:.3e}, "
-                    f"{spent():.0f} s")
-            return loss
-
-        Trainer(model, opt, None, checkpoints / f"phase{p}.pt", epochs, f"pig {phase.optimizer}").run(epoch_fn)
+        run = _Phase(p, phase, model, problem, train, objective, seed, curve, curve_file, limit, monitor, log)
+        Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
         curve["done"].append(p)
         write_json(curve_file, curve)
     return curve

@@ -1,0 +1,140 @@
+"""The PIG model: closed-form derivatives against autograd, exact periodicity, the loss and its guards."""
+import math
+
+import pytest
+import torch
+
+from surrogate.core.training import NonFiniteLoss
+from surrogate.pinn.pdes import make_problem
+from surrogate.pinn.pig import PIG, autograd_derivatives
+from surrogate.pinn.schema import PhaseSpec, TrainSpec
+from surrogate.pinn.training import PINNLoss, sample_points, train_pig
+
+
+def _pig(dim, covariance="diagonal", periodic=None, hidden=(16,)):
+    # wide Gaussians and O(1) weights so that every term of the derivatives matters
+    return PIG([-1.0] * dim, [2.0] * dim, 20, channels=3, hidden=hidden, sigma_init=0.4, weight_std=1.0,
+               input_range=(0.0, 2.0), periodic=periodic, covariance=covariance, seed=3)
+
+
+@pytest.mark.parametrize("dim,covariance,periodic,hidden", [
+    (2, "diagonal", None, (16,)), (3, "diagonal", None, (8, 8)), (2, "diagonal", [True, False], (16,)),
+    (2, "full", None, (16,)), (3, "full", None, (16,)), (1, "diagonal", None, (4,))])
+def test_closed_form_derivatives_equal_autograd(dim, covariance, periodic, hidden):
+    model = _pig(dim, covariance, periodic, hidden)
+    if covariance == "full":  # leave the identity rotation, so the rotation enters
+        with torch.no_grad():
+            model.rotation.add_(0.3 * torch.randn(model.rotation.shape, generator=torch.Generator().manual_seed(0)))
+    x = -1 + 3 * torch.rand(64, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    u, du, d2u = model.derivatives(x, 2)
+    ua, dua, d2ua = autograd_derivatives(model, x, 2)
+    assert torch.allclose(u, ua, rtol=0, atol=1e-13)
+    assert torch.allclose(du, dua, rtol=1e-10, atol=1e-12 * float(dua.detach().abs().max()))
+    assert torch.allclose(d2u, d2ua, rtol=1e-10, atol=1e-12 * float(d2ua.detach().abs().max()))
+    assert float(d2u.detach().abs().max()) > 1e-3
+    # parameter gradients through the closed form match those through double backpropagation
+    g1 = torch.autograd.grad(d2u.sum(), [model.mu, model.sigma])
+    g2 = torch.autograd.grad(d2ua.sum(), [model.mu, model.sigma])
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-11 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("periodic", [None, [True, False]])
+def test_local_evaluation_matches_dense_and_its_own_autograd(periodic):
+    dense = PIG([-1.0, 0.0], [1.0, 1.0], 30, sigma_init=0.05, weight_std=1.0, periodic=periodic, seed=4)
+    local = PIG([-1.0, 0.0], [1.0, 1.0], 30, sigma_init=0.05, weight_std=1.0, periodic=periodic, seed=4,
+                local_cutoff=6.0)
+    local.load_state_dict(dense.state_dict())
+    x = torch.rand(300, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * torch.tensor([2.0, 1.0])
+    x[:, 0] -= 1
+    for a, b in zip(dense.derivatives(x), local.derivatives(x)):
+        a, b = a.detach(), b.detach()
+        assert float((a - b).abs().max()) <= 1e-6 * float(a.abs().max())  # exp(-18) of each weight, summed
+    for a, b in zip(local.derivatives(x), autograd_derivatives(local, x)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12 * float(b.detach().abs().max()))
+
+
+def test_periodic_coordinate_is_exactly_periodic_with_its_derivatives():
+    model = _pig(2, periodic=[True, False])
+    x = -1 + 3 * torch.rand(32, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    shifted = x.clone()
+    shifted[:, 0] += 3.0  # the period is the domain length 2 - (-1)
+    for a, b in zip(model.derivatives(x), model.derivatives(shifted)):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_constructor_and_shape_errors_name_the_problem():
+    with pytest.raises(ValueError, match="n_gaussians and channels must be >= 1"):
+        PIG([0.0], [1.0], 0)
+    with pytest.raises(ValueError, match=r"expected x with shape \(P, 2\), got \(5, 3\)"):
+        _pig(2)(torch.zeros(5, 3, dtype=torch.float64))
+    model = _pig(2)
+    assert torch.allclose(model.centres() * model.scale + model.shift, model.mu)
+
+
+def _train_spec(**changes):
+    base = dict(n_collocation=128, n_initial=32, n_boundary=64, steps_per_epoch=5, chunk_points=50,
+                phases=[PhaseSpec(optimizer="adam", steps=30, lr=1e-2)])
+    base.update(changes)
+    return TrainSpec(**base)
+
+
+def test_chunked_loss_gradient_equals_the_whole_batch_gradient():
+    problem = make_problem("burgers")
+    model = PIG(problem.lower, problem.upper, 10, seed=0)
+    pts = sample_points(problem, _train_spec(), 0, torch.float64)
+    grads = []
+    for chunk in (50, 10_000):
+        model.zero_grad()
+        PINNLoss(model, problem, _train_spec(chunk_points=chunk), "closed_form").backward(pts)
+        grads.append(torch.cat([p.grad.ravel() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-10, atol=1e-14)
+
+
+def test_causal_weights_start_at_one_and_never_increase():
+    problem = make_problem("allen_cahn")
+    model = PIG(problem.lower, problem.upper, 10, periodic=[True, False], seed=0)
+    train = _train_spec(causal_chunks=8, causal_eps=10.0)
+    loss = PINNLoss(model, problem, train, "autograd")
+    loss.backward(sample_points(problem, train, 0, torch.float64), need_grad=False)
+    w = loss.causal_weights
+    assert float(w[0]) == 1.0 and bool(torch.all(w[1:] <= w[:-1])) and float(w[-1]) < 1.0
+
+
+def test_training_lowers_the_loss_and_the_error(tmp_path):
+    problem = make_problem("helmholtz")
+    model = PIG(problem.lower, problem.upper, 20, seed=0)
+    x = problem.sample_interior(200, torch.Generator().manual_seed(5))
+    ref = problem.exact(x)
+    monitor = lambda m: float(torch.linalg.norm(m(x).detach() - ref) / torch.linalg.norm(ref))  # noqa: E731
+    train = _train_spec(weights={"residual": 1e-4, "initial": 1.0, "boundary": 1.0},
+                        phases=[PhaseSpec(optimizer="adam", steps=20, lr=1e-2),
+                                PhaseSpec(optimizer="lbfgs", steps=2, max_iter=5)])
+    curve = train_pig(model, problem, train, "closed_form", 0, tmp_path, monitor, log=lambda s: None)
+    adam = [loss for loss, phase in zip(curve["loss"], curve["phase"]) if phase == 0]  # same points throughout
+    assert adam[-1] < 0.9 * adam[0]
+    assert curve["error"][-1] < curve["error"][0]
+    assert curve["done"] == [0, 1] and curve["step"][-1] == 22
+    # a second call on the same checkpoints resumes the finished training: no new steps, same model
+    again = PIG(problem.lower, problem.upper, 20, seed=1)
+    resumed = train_pig(again, problem, train, "closed_form", 0, tmp_path, monitor, log=lambda s: None)
+    assert resumed["step"] == curve["step"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    problem = make_problem("helmholtz")
+    model = PIG(problem.lower, problem.upper, 5, seed=0)
+    calls = {"n": 0}
+    honest = type(problem).residual
+
+    def poisoned(self, x, u, du, d2u):
+        calls["n"] += 1
+        r = honest(self, x, u, du, d2u)
+        return r * math.nan if calls["n"] > 7 else r
+
+    monkeypatch.setattr(type(problem), "residual", poisoned)
+    with pytest.raises(NonFiniteLoss, match="loss became nan"):
+        train_pig(model, problem, _train_spec(chunk_points=10_000), "closed_form", 0, tmp_path, lambda m: 0.0,
+                  log=lambda s: None)
+    assert (tmp_path / "phase0.pt").exists()  # epoch 1 (5 good steps) was kept
