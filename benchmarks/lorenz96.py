@@ -74,7 +74,8 @@ def main() -> None:
         keep = [r for r in previous["rows"] if r["case"] not in runs]
         result["rows"] = keep + rows
         result["runs"] = {**{k: v for k, v in previous.get("runs", {}).items() if k not in runs}, **runs}
-    result["peak_rss_mib"] = max([result["peak_rss_mib"], *(r.get("peak_rss_mib") or 0 for r in result["runs"].values())])
+    peaks = [r.get("peak_rss_mib") or 0 for r in result["runs"].values()]
+    result["peak_rss_mib"] = max([result["peak_rss_mib"], *peaks])
     write_json(args.out, result)
     print(f"\nwrote {args.out}; peak memory {result['peak_rss_mib']} MiB")
 
