@@ -1,6 +1,7 @@
 """Metrics, each defined once and named for what it computes."""
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Callable
 
 import numpy as np
@@ -72,3 +73,33 @@ def r2_score(pred: np.ndarray, ref: np.ndarray) -> float:
     """Coefficient of determination over all values."""
     ref = np.asarray(ref)
     return float(1.0 - np.sum((np.asarray(pred) - ref) ** 2) / np.sum((ref - ref.mean()) ** 2))
+
+
+# PLAID / MMGP paper metrics (Casenave et al. 2023, arXiv:2305.12871, section 4): each sample is
+# normalised by its own size and magnitude, unlike a global relative L2 error.
+#   field:  RRMSE_f = sqrt( 1/n sum_i ||U_i^ref - U_i^pred||_2^2 / (N_i ||U_i^ref||_inf^2) )
+#   scalar: RRMSE_s = sqrt( 1/n sum_i (w_i^ref - w_i^pred)^2 / (w_i^ref)^2 )
+#   Q2 = 1 - sum_i ||U_i^ref - U_i^pred||^2 / sum_i ||U_i^ref - mean(U^ref)||^2   (all values concatenated)
+
+def rrmse_field(refs: list[np.ndarray], preds: list[np.ndarray]) -> float:
+    per = [np.sum((r - p) ** 2) / (r.size * np.max(np.abs(r)) ** 2) for r, p in zip(refs, preds)]
+    return float(np.sqrt(np.mean(per)))
+
+
+def rrmse_scalar(refs: np.ndarray, preds: np.ndarray) -> float:
+    refs, preds = np.asarray(refs, float), np.asarray(preds, float)
+    return float(np.sqrt(np.mean(((refs - preds) / refs) ** 2)))
+
+
+def q2(refs: list[np.ndarray] | np.ndarray, preds: list[np.ndarray] | np.ndarray) -> float:
+    r = np.concatenate([np.ravel(x) for x in refs])
+    p = np.concatenate([np.ravel(x) for x in preds])
+    return float(1 - np.sum((r - p) ** 2) / np.sum((r - r.mean()) ** 2))
+
+
+def coverage(refs: list[np.ndarray], means: list[np.ndarray], stds: list[np.ndarray], level: float) -> float:
+    """Fraction of reference values inside the central Gaussian interval of the given level
+    (per sample, then averaged over samples, so big meshes do not dominate)."""
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return float(np.mean([np.mean(np.abs(np.ravel(r) - np.ravel(m)) <= z * np.ravel(s))
+                          for r, m, s in zip(refs, means, stds)]))

@@ -152,7 +152,8 @@ def read_sample(path: Path) -> Sample:
     return Sample(
         name=path.stem, nodes=np.column_stack([ds.node_x.values, ds.node_y.values]),
         triangles=ds.face_nodes.values.astype(np.int64), fields={k: ds[k].values for k in FIELDS},
-        inputs=np.array([float(ds[k]) for k in SCALAR_INPUTS]), outputs=np.array([float(ds[k]) for k in SCALAR_OUTPUTS]),
+        inputs=np.array([float(ds[k]) for k in SCALAR_INPUTS]),
+        outputs=np.array([float(ds[k]) for k in SCALAR_OUTPUTS]),
         shape_parameters=ds.shape_parameters.values, solve_seconds=float(ds.attrs.get("solve_seconds", np.nan)),
     )
 

@@ -118,7 +118,7 @@ class Elasticity:
     def solve_linear(self, lam: float, mu: float, load: np.ndarray, fixed_dofs: np.ndarray,
                      fixed_values: np.ndarray | None = None) -> np.ndarray:
         """Nodal displacements (N, 2) of linear elasticity."""
-        from skfem import solve, condense
+        from skfem import condense, solve
 
         x = np.zeros(self.basis.N)
         if fixed_values is not None:
@@ -156,7 +156,7 @@ class Elasticity:
         equal increments, each solved by full Newton to a relative residual `tol`."""
         u = np.zeros(self.basis.N)
         free = np.setdiff1d(np.arange(self.basis.N), fixed_dofs)
-        target = np.zeros(self.basis.N) if fixed_values is None else np.zeros(self.basis.N)
+        target = np.zeros(self.basis.N)
         if fixed_values is not None:
             target[fixed_dofs] = fixed_values
         report = NewtonReport()
@@ -302,7 +302,6 @@ def solve_specimen(nodes: np.ndarray, triangles: np.ndarray, load: float, shear:
     else:
         raise ValueError(f"model {model!r}: allowed: linear, neo_hookean")
     vm_elem = problem.von_mises(u, lam, mu, model)
-    top_nodes = problem.facet_nodes(top)
     ends = problem.mesh.facets[:, top]
     lengths = np.linalg.norm(nodes[ends[0]] - nodes[ends[1]], axis=1)
     mean_uy = float(np.sum(lengths * 0.5 * (u[ends[0], 1] + u[ends[1], 1])) / lengths.sum())
@@ -311,5 +310,4 @@ def solve_specimen(nodes: np.ndarray, triangles: np.ndarray, load: float, shear:
         "top_displacement": mean_uy,
         "compliance": float(f @ problem.to_dofs(u)),
     }
-    del top_nodes
     return SpecimenSolution(u, problem.to_nodal_average(vm_elem), scalars, report)

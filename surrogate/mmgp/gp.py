@@ -142,7 +142,8 @@ class GPPredictor:
             self.kernel.outputscale = hyper["outputscale"]
         self.noise = hyper["noise"]
         with torch.no_grad():
-            K = self.kernel(self.x).to_dense() + (self.noise[:, None, None] + 1e-10) * torch.eye(len(self.x), dtype=DTYPE)
+            eye = torch.eye(len(self.x), dtype=DTYPE)
+            K = self.kernel(self.x).to_dense() + (self.noise[:, None, None] + 1e-10) * eye
             self.L = torch.linalg.cholesky(K)
             self.alpha = [torch.cholesky_solve(self.Y[:, cols], self.L[g]) for g, cols in enumerate(groups)]
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from surrogate.core.case import Case, Section
+from surrogate.core.methods import MethodSpec, check_unique, expand_list, expand_shorthand
 
 Range = tuple[float, float]
 
@@ -59,15 +60,7 @@ class DataSpec(Section):
     workers: int = Field(1, ge=1, le=256, description="local processes for the solver")
 
 
-class _MethodBase(Section):
-    name: str | None = Field(None, pattern=r"^[A-Za-z][\w\-]*$", description="defaults to the kind")
-
-    @property
-    def label(self) -> str:
-        return self.name or self.kind  # type: ignore[attr-defined]
-
-
-class MMGPSpec(_MethodBase):
+class MMGPSpec(MethodSpec):
     """One MMGP variant. The defaults are the authors' Tensile2d settings."""
 
     kind: Literal["mmgp"]
@@ -79,6 +72,9 @@ class MMGPSpec(_MethodBase):
     energy: float | None = Field(None, gt=0, lt=1, description="if set, keep the fewest modes (at most the "
                                  "counts above) whose POD energy reaches this fraction")
     center: bool = Field(False, description="subtract the training mean before POD")
+    scaling: Literal["none", "hyperelastic"] = Field(
+        "none", description="hyperelastic: GP inputs load/E and shear/E, stress-like outputs divided by E "
+        "(exact invariants of a strain energy proportional to E)")
     kernel: Literal["shared_per_field", "per_output"] = Field(
         "shared_per_field", description="shared_per_field: a field's modes share one kernel and noise (authors)")
     restarts: int = Field(10, ge=1, le=100)
@@ -90,7 +86,7 @@ class MMGPSpec(_MethodBase):
         "variance is zero")
 
 
-class OracleGPSpec(_MethodBase):
+class OracleGPSpec(MethodSpec):
     """A GP on the generator's true shape parameters and the scalar inputs (an upper reference)."""
 
     kind: Literal["oracle_gp"]
@@ -99,7 +95,7 @@ class OracleGPSpec(_MethodBase):
     max_iter: int = Field(1000, ge=1, le=10_000)
 
 
-class GNNSpec(_MethodBase):
+class GNNSpec(MethodSpec):
     """A MeshGraphNets-style encode-process-decode GNN on the raw meshes."""
 
     kind: Literal["gnn"]
@@ -110,26 +106,20 @@ class GNNSpec(_MethodBase):
     max_epochs: int = Field(10_000, ge=1)
 
 
-MethodSpec = Annotated[Union[MMGPSpec, OracleGPSpec, GNNSpec], Field(discriminator="kind")]
+Method = Annotated[Union[MMGPSpec, OracleGPSpec, GNNSpec], Field(discriminator="kind")]
 
 SHORTHANDS = {
-    "mmgp_faithful": {"kind": "mmgp", "name": "mmgp_faithful"},
+    "mmgp_faithful": {"kind": "mmgp", "name": "mmgp_faithful", "uncertainty": "monte_carlo_as_published"},
     "oracle_gp": {"kind": "oracle_gp"},
     "gnn": {"kind": "gnn"},
 }
 
 
-def _expand(value):
-    if isinstance(value, str):
-        if value not in SHORTHANDS:
-            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(SHORTHANDS)} "
-                             "or a mapping with kind: mmgp | oracle_gp | gnn")
-        return dict(SHORTHANDS[value])
-    return value
+KINDS = "mmgp | oracle_gp | gnn"
 
 
 class EvaluateSpec(Section):
-    baselines: list[MethodSpec] = Field(default_factory=list)
+    baselines: list[Method] = Field(default_factory=list)
     coverage_levels: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.9, 0.95])
     figures: int = Field(3, ge=0, le=20, description="test shapes drawn")
     cost_samples: int = Field(5, ge=1, description="new shapes timed: FEM against the surrogate")
@@ -137,9 +127,7 @@ class EvaluateSpec(Section):
     @field_validator("baselines", mode="before")
     @classmethod
     def _shorthands(cls, value):
-        if not isinstance(value, list):
-            raise ValueError("baselines must be a list of method names or mappings")
-        return [_expand(v) for v in value]
+        return expand_list(value, SHORTHANDS, KINDS)
 
 
 class MMGPCase(Case):
@@ -153,14 +141,11 @@ class MMGPCase(Case):
     @field_validator("surrogate", mode="before")
     @classmethod
     def _shorthand(cls, value):
-        return _expand(value)
+        return expand_shorthand(value, SHORTHANDS, KINDS)
 
     @model_validator(mode="after")
     def _consistent(self):
-        labels = [m.label for m in self.methods]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise ValueError(f"method names must be unique; repeated: {', '.join(dup)} (give each a name:)")
+        check_unique([m.label for m in self.methods])
         return self
 
     @property

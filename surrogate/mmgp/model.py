@@ -1,0 +1,263 @@
+"""The MMGP surrogate: morph, transfer to a common mesh, POD, GPs; and back, with uncertainty.
+
+Casenave, Staber, Roynard, "MMGP: a Mesh Morphing Gaussian Process-based machine learning method for
+regression of physical problems under non-parameterized geometrical variability", NeurIPS 2023
+(arXiv:2305.12871).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from surrogate.core.store import load_weights, read_json, save_weights, write_json
+from surrogate.mmgp.data import FIELDS, SCALAR_INPUTS, Sample
+from surrogate.mmgp.fem import SCALAR_OUTPUTS
+from surrogate.mmgp.gp import GPPredictor, fit_gps
+from surrogate.mmgp.morphing import check_mesh, floater_disk, interpolation_matrix
+from surrogate.mmgp.pod import POD, mass_matrix
+
+
+class NotFitted(RuntimeError):
+    pass
+
+
+class Standardizer:
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        self.mean, self.std = np.asarray(mean, float), np.where(np.asarray(std) > 0, std, 1.0)
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "Standardizer":
+        return cls(values.mean(0), values.std(0))
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.mean) / self.std
+
+
+# Hyperelasticity with a strain energy proportional to Young's modulus E (fixed Poisson ratio): the
+# displacement depends on the tractions only through t/E, and stresses and the compliance are E times
+# a function of (shape, t/E). The "hyperelastic" scaling feeds the GPs these exact invariants.
+SCALES_WITH_YOUNG = {"von_mises", "von_mises_p995", "compliance"}
+
+
+def _gp_inputs(inputs: np.ndarray, scaling: str) -> np.ndarray:
+    inputs = np.atleast_2d(inputs)
+    if scaling == "hyperelastic":
+        return inputs[:, :2] / inputs[:, 2:3]  # load / E, shear / E
+    return inputs
+
+
+class MMGP:
+    """Call `fit(samples)` (or load a trained one); then `predict(mesh, scalars)`.
+
+    Settings (see MMGPSpec): morphing, shape_modes, field_modes, energy, center, kernel, restarts,
+    max_iter, noise_floor, truncation_variance, uncertainty.
+    """
+
+    def __init__(self, **settings: Any):
+        self.settings = settings
+
+    # ----------------------------------------------------------------- geometry
+    def _disk(self, nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+        return floater_disk(nodes, triangles, anchored=self.settings["morphing"] == "floater_anchored")
+
+    def _to_common(self, nodes, triangles):
+        """P: P1 transfer from the sample's morphed mesh to the common mesh nodes, and the morphed nodes."""
+        disk = self._disk(nodes, triangles)
+        return interpolation_matrix(disk, triangles, self.common_disk_), disk
+
+    # ---------------------------------------------------------------------- fit
+    def fit(self, samples: list[Sample], seed: int = 0) -> "MMGP":
+        s = self.settings
+        common = samples[len(samples) // 2]  # the authors' "median": the middle training sample
+        self.common_triangles_ = common.triangles
+        self.common_disk_ = self._disk(common.nodes, common.triangles)
+        mass = mass_matrix(self.common_disk_, self.common_triangles_)
+        scaling = s.get("scaling", "none")
+        coords, fields = [], {f: [] for f in FIELDS}
+        for smp in samples:
+            P, _ = self._to_common(smp.nodes, smp.triangles)
+            xy = P @ smp.nodes
+            coords.append(np.concatenate([xy[:, 0], xy[:, 1]]))
+            for f in FIELDS:
+                unit = self._unit(f, smp.inputs)
+                fields[f].append(P @ smp.fields[f] / unit)
+        self.shape_pod_ = POD(s["shape_modes"], s["energy"], s["center"], components=2).fit(np.array(coords), mass)
+        self.field_pods_ = {f: POD(s["field_modes"], s["energy"], s["center"]).fit(np.array(v), mass)
+                            for f, v in fields.items()}
+        shape_coef = self.shape_pod_.transform(np.array(coords))
+        if self.settings.get("shape_input") == "true_parameters":  # the oracle baseline
+            shape_coef = np.array([smp.shape_parameters for smp in samples])
+        inputs = _gp_inputs(np.array([smp.inputs for smp in samples]), scaling)
+        self.input_scaler_ = Standardizer.fit(inputs)
+        X = np.column_stack([shape_coef, self.input_scaler_(inputs)])
+        self.x_scaler_ = Standardizer.fit(X)
+        x = self.x_scaler_(X)
+        targets = [self.field_pods_[f].transform(np.array(fields[f])) for f in FIELDS]
+        targets.append(np.array([[o / self._unit(k, smp.inputs) for k, o in zip(SCALAR_OUTPUTS, smp.outputs)]
+                                 for smp in samples]))
+        Y = np.column_stack(targets)
+        self.y_scaler_ = Standardizer.fit(Y)
+        self.groups_ = self._groups()
+        # nearest-neighbour distances between training shapes: the yardstick for "far outside"
+        z = x[:, : shape_coef.shape[1]]
+        dist = np.linalg.norm(z[:, None] - z[None], axis=-1) + np.diag(np.full(len(z), np.inf))
+        self.shape_distance_limit_ = float(3 * np.percentile(dist.min(1), 99)) if len(z) > 1 else np.inf
+        self.hyper_ = fit_gps(x, self.y_scaler_(Y), self.groups_, s["restarts"], s["max_iter"], s["noise_floor"], seed)
+        self._build(x, self.y_scaler_(Y))
+        return self
+
+    def _unit(self, output: str, inputs: np.ndarray) -> float:
+        """What an output is divided by before regression (1, or E for stress-like outputs)."""
+        if self.settings.get("scaling", "none") == "hyperelastic" and output in SCALES_WITH_YOUNG:
+            return float(inputs[2])
+        return 1.0
+
+    def _groups(self) -> list[np.ndarray]:
+        groups, start = [], 0
+        for f in FIELDS:
+            n = self.field_pods_[f].n_modes_
+            cols = np.arange(start, start + n)
+            groups += [cols] if self.settings["kernel"] == "shared_per_field" else [np.array([c]) for c in cols]
+            start += n
+        groups += [np.array([start + j]) for j in range(len(SCALAR_OUTPUTS))]
+        return groups
+
+    def _build(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x_train_, self.y_train_ = x, y
+        self.gp_ = GPPredictor(x, y, self.groups_, self.hyper_)
+
+    # ------------------------------------------------------------------ predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "gp_"):
+            raise NotFitted("this MMGP is not trained: call fit(samples) or surrogate.load(run) first")
+
+    def predict_arrays(self, nodes: np.ndarray, triangles: np.ndarray, inputs: np.ndarray,
+                       shape_parameters: np.ndarray | None = None) -> dict[str, Any]:
+        """Means and standard deviations of every field (on the given nodes) and every scalar.
+        `shape_parameters` are the generator's parameters, used only by the oracle baseline."""
+        self._check_fitted()
+        nodes, triangles = check_mesh(nodes, triangles)
+        inputs = np.asarray(inputs, float).reshape(-1)
+        if inputs.shape != (len(SCALAR_INPUTS),):
+            raise ValueError(f"expected scalars with shape ({len(SCALAR_INPUTS)},) = {list(SCALAR_INPUTS)}, "
+                             f"got {inputs.shape}")
+        P, disk = self._to_common(nodes, triangles)
+        xy = P @ nodes
+        shape_coef = self.shape_pod_.transform(np.concatenate([xy[:, 0], xy[:, 1]]))
+        if self.settings.get("shape_input") == "true_parameters":
+            shape_coef = np.asarray(shape_parameters, float)[None]
+        scalars = self.input_scaler_(_gp_inputs(inputs, self.settings.get("scaling", "none")))
+        x = self.x_scaler_(np.column_stack([shape_coef, scalars]))
+        z = x[:, : shape_coef.shape[1]]
+        distance = float(np.linalg.norm(self.x_train_[:, : z.shape[1]] - z, axis=1).min())
+        mean_z, var_z = self.gp_.predict(x)
+        mean = mean_z[0] * self.y_scaler_.std + self.y_scaler_.mean
+        var = var_z[0] * self.y_scaler_.std**2
+        Q = interpolation_matrix(self.common_disk_, self.common_triangles_, disk)
+        out: dict[str, Any] = {"fields": {}, "scalars": {}, "shape_distance": distance,
+                               "shape_distance_limit": self.shape_distance_limit_}
+        start = 0
+        for f in FIELDS:
+            pod = self.field_pods_[f]
+            k = pod.n_modes_
+            a, va = mean[start: start + k], var[start: start + k]
+            field_mean = Q @ pod.inverse_transform(a)[0]
+            if self.settings["uncertainty"] == "monte_carlo_as_published":
+                field_var = np.zeros(len(nodes))  # the released code decodes one draw for every sample
+            else:
+                Qphi = Q @ pod.modes_.T  # (N, k): modes on the sample's nodes
+                field_var = (Qphi**2) @ va
+                if self.settings["truncation_variance"]:
+                    field_var = field_var + Q @ pod.residual_variance_
+            unit = self._unit(f, inputs)
+            out["fields"][f] = (unit * field_mean, unit * np.sqrt(field_var))
+            start += k
+        for j, name in enumerate(SCALAR_OUTPUTS):
+            unit = self._unit(name, inputs)
+            out["scalars"][name] = (unit * float(mean[start + j]), unit * float(np.sqrt(var[start + j])))
+        if distance > self.shape_distance_limit_:
+            warnings.warn(f"this shape is far outside the training shapes: distance {distance:.3g} in standardised "
+                          f"shape space, beyond {self.shape_distance_limit_:.3g} (3x the 99th percentile of "
+                          "nearest-neighbour distances between training shapes); treat the prediction as an "
+                          "extrapolation", stacklevel=2)
+        return out
+
+    def predict(self, mesh, scalars):
+        """Predict on a mesh (a file meshio reads, a meshio.Mesh, or (nodes, triangles)) with scalar inputs
+        (a mapping with keys load, shear, young, or a sequence in that order).
+
+        Returns an xarray Dataset: per field `<name>` and `<name>_std` on the mesh nodes, per scalar
+        output `<name>` and `<name>_std`, and `shape_distance`.
+        """
+        from surrogate.mmgp.meshes import read_mesh, to_prediction_dataset
+
+        nodes, triangles = read_mesh(mesh)
+        if isinstance(scalars, dict):
+            missing = [k for k in SCALAR_INPUTS if k not in scalars]
+            extra = [k for k in scalars if k not in SCALAR_INPUTS]
+            if missing or extra:
+                raise KeyError(f"scalars: expected keys {list(SCALAR_INPUTS)}; missing {missing}, unknown {extra}")
+            values = np.array([float(scalars[k]) for k in SCALAR_INPUTS])
+        else:
+            values = np.asarray(scalars, float)
+        nodes, triangles = check_mesh(nodes, triangles)
+        result = self.predict_arrays(nodes, triangles, values)
+        return to_prediction_dataset(nodes, triangles, values, result)
+
+    # ---------------------------------------------------------------- save/load
+    def save(self, folder: Path, name: str) -> None:
+        self._check_fitted()
+        t = lambda a: torch.as_tensor(np.asarray(a))  # noqa: E731
+        state = {
+            "common_disk": t(self.common_disk_), "common_triangles": t(self.common_triangles_),
+            "x_train": t(self.x_train_), "y_train": t(self.y_train_),
+            "input_mean": t(self.input_scaler_.mean), "input_std": t(self.input_scaler_.std),
+            "x_mean": t(self.x_scaler_.mean), "x_std": t(self.x_scaler_.std),
+            "y_mean": t(self.y_scaler_.mean), "y_std": t(self.y_scaler_.std),
+            **{f"hyper.{k}": v for k, v in self.hyper_.items()},
+        }
+        for label, pod in [("shape", self.shape_pod_), *self.field_pods_.items()]:
+            state[f"pod.{label}.modes"] = t(pod.modes_)
+            state[f"pod.{label}.mean"] = t(pod.mean_)
+            state[f"pod.{label}.eigenvalues"] = t(pod.eigenvalues_)
+            state[f"pod.{label}.residual_variance"] = t(pod.residual_variance_)
+        save_weights(folder / f"{name}.pt", state)
+        write_json(folder / f"{name}.json", {
+            "kind": "mmgp", "settings": self.settings, "groups": [g.tolist() for g in self.groups_],
+            "shape_distance_limit": self.shape_distance_limit_,
+            "modes": {"shape": self.shape_pod_.n_modes_, **{f: p.n_modes_ for f, p in self.field_pods_.items()}},
+            "inputs": {k: {"units": u, "long_name": ln} for k, (u, ln) in SCALAR_INPUTS.items()},
+            "fields": {k: {"units": u, "long_name": ln} for k, (u, ln) in FIELDS.items()},
+            "scalars": {k: {"units": u, "long_name": ln} for k, (u, ln) in SCALAR_OUTPUTS.items()},
+        })
+
+    @classmethod
+    def load(cls, folder: Path, name: str) -> "MMGP":
+        meta = read_json(folder / f"{name}.json")
+        state = load_weights(folder / f"{name}.pt")
+        n = lambda k: state[k].numpy()  # noqa: E731
+        m = cls(**meta["settings"])
+        m.common_disk_, m.common_triangles_ = n("common_disk"), n("common_triangles")
+        m.input_scaler_ = Standardizer(n("input_mean"), n("input_std"))
+        m.x_scaler_ = Standardizer(n("x_mean"), n("x_std"))
+        m.y_scaler_ = Standardizer(n("y_mean"), n("y_std"))
+        m.groups_ = [np.array(g) for g in meta["groups"]]
+        m.shape_distance_limit_ = meta["shape_distance_limit"]
+        m.hyper_ = {k.removeprefix("hyper."): v for k, v in state.items() if k.startswith("hyper.")}
+        pods = {}
+        for label in ["shape", *FIELDS]:
+            pod = POD(0, components=2 if label == "shape" else 1)
+            pod.modes_, pod.mean_ = n(f"pod.{label}.modes"), n(f"pod.{label}.mean")
+            pod.eigenvalues_ = n(f"pod.{label}.eigenvalues")
+            pod.residual_variance_ = n(f"pod.{label}.residual_variance")
+            pod.n_modes_ = pod.modes_.shape[0]
+            pod.mass_ = mass_matrix(m.common_disk_, m.common_triangles_)
+            pods[label] = pod
+        m.shape_pod_ = pods.pop("shape")
+        m.field_pods_ = pods
+        m._build(n("x_train"), n("y_train"))
+        return m

@@ -1,0 +1,201 @@
+"""Morphing, transfer, POD and GPs of the mmgp family, and the smoke case end to end."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gpytorch")
+
+from surrogate.mmgp.geometry import SpecimenFamily, draw_specimen, mesh_specimen, signed_areas  # noqa: E402
+from surrogate.mmgp.morphing import (  # noqa: E402
+    MeshError,
+    check_mesh,
+    floater_disk,
+    interpolation_matrix,
+)
+from surrogate.mmgp.pod import POD, mass_matrix  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def specimen():
+    family = SpecimenFamily.from_file("meshes/specimen2d.yaml").with_mesh_size((0.06, 0.07))
+    return mesh_specimen(draw_specimen(family, np.random.default_rng(3)))
+
+
+def square_with_hole():
+    from scipy.spatial import Delaunay
+
+    g = np.linspace(0, 1, 9)
+    p = np.array([(x, y) for x in g for y in g])
+    t = Delaunay(p).simplices
+    centre = p[t].mean(1)
+    keep = ~((np.abs(centre - 0.5) < 0.2).all(1))
+    return p, t[keep]
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_floater_map_is_a_valid_disk_mesh(specimen, anchored):
+    nodes, tris = specimen
+    disk = floater_disk(nodes, tris, anchored)
+    assert signed_areas(disk, tris).min() > 0  # no inverted triangle: a bijection
+    assert np.linalg.norm(disk, axis=1).max() <= 1 + 1e-12
+    if anchored:  # the bottom-left corner goes to angle 5 pi / 4
+        corner = np.argmin(nodes.sum(1))
+        assert np.allclose(disk[corner], [np.cos(1.25 * np.pi), np.sin(1.25 * np.pi)])
+
+
+def test_interpolation_is_exact_for_linear_fields_and_clamps_outside(specimen):
+    nodes, tris = specimen
+    rng = np.random.default_rng(0)
+    inside = nodes[tris[:50]].mean(1)
+    P = interpolation_matrix(nodes, tris, inside)
+    f = 2 * nodes[:, 0] - 3 * nodes[:, 1] + 1
+    assert np.allclose(P @ f, 2 * inside[:, 0] - 3 * inside[:, 1] + 1)
+    outside = np.array([[-0.5, 1.0], [3.0, 1.0]]) + rng.normal(0, 0.01, (2, 2))
+    Q = interpolation_matrix(nodes, tris, outside)
+    assert np.allclose(Q.sum(1), 1) and (Q.data >= 0).all()
+
+
+def test_bad_meshes_get_clear_errors(specimen):
+    nodes, tris = specimen
+    with pytest.raises(MeshError, match="hole"):
+        floater_disk(*square_with_hole())
+    with pytest.raises(MeshError, match="3D"):
+        check_mesh(np.column_stack([nodes, nodes[:, 0]]), tris)
+    bad = tris.copy()
+    bad[0] = bad[0, [0, 2, 1]]
+    with pytest.raises(MeshError, match="inverted"):
+        check_mesh(nodes, bad)
+    flat = tris.copy()
+    flat[0] = [flat[0, 0], flat[0, 0], flat[0, 1]]
+    with pytest.raises(MeshError, match="degenerate"):
+        check_mesh(nodes, flat)
+
+
+def test_pod_modes_are_orthonormal_in_the_mass_inner_product(specimen):
+    nodes, tris = specimen
+    M = mass_matrix(nodes, tris)
+    assert np.isclose(M.sum(), np.abs(signed_areas(nodes, tris)).sum())
+    rng = np.random.default_rng(1)
+    snaps = np.array([np.sin(a * nodes[:, 0]) + b * nodes[:, 1] for a, b in rng.uniform(0.5, 2, (12, 2))])
+    pod = POD(3, center=True).fit(snaps, M)
+    gram = pod.modes_ @ (M @ pod.modes_.T)
+    assert np.allclose(gram, np.eye(3), atol=1e-8)
+    full = POD(12, center=True).fit(snaps, M)
+    assert np.allclose(full.inverse_transform(full.transform(snaps)), snaps, atol=1e-8)
+    assert POD(12, energy=0.99, center=True).fit(snaps, M).n_modes_ < 12
+
+
+def test_training_kernel_matches_gpytorch_and_its_gradient_is_exact():
+    from scipy.optimize import approx_fprime
+
+    from surrogate.mmgp.gp import _kernel, _Objective, matern52
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3))
+    k = _kernel((1,), 3)
+    ls = torch.tensor([[[0.7, 1.3, 2.0]]], dtype=torch.float64)
+    k.base_kernel.lengthscale = ls
+    k.outputscale = torch.tensor([1.0], dtype=torch.float64)
+    ours, _ = matern52(torch.as_tensor(x) / ls[0], torch.as_tensor(x) / ls[0])
+    assert torch.allclose(k(torch.as_tensor(x)).to_dense()[0], ours, atol=1e-10)
+    obj = _Objective(x, rng.normal(size=(30, 3)), [np.array([0, 1]), np.array([2])], 2, 1e-8)
+    theta = obj.initial(rng)
+    value, grad = obj(theta)
+    numeric = approx_fprime(theta, lambda t: obj(t)[0], 1e-7)
+    assert np.allclose(grad, numeric, rtol=1e-3, atol=1e-5)
+
+
+def test_gp_learns_a_smooth_function_with_calibrated_intervals():
+    from surrogate.mmgp.gp import GPPredictor, fit_gps
+
+    rng = np.random.default_rng(2)
+    f = lambda x: np.column_stack([np.sin(2 * x[:, 0]) + 0.3 * x[:, 1], np.cos(x[:, 0] * x[:, 1])])  # noqa: E731
+    x, xt = rng.uniform(-1.5, 1.5, (80, 2)), rng.uniform(-1.5, 1.5, (200, 2))
+    y = f(x)
+    mu, sd = y.mean(0), y.std(0)
+    groups = [np.array([0]), np.array([1])]
+    hyper = fit_gps(x, (y - mu) / sd, groups, restarts=3, max_iter=200)
+    mean, var = GPPredictor(x, (y - mu) / sd, groups, hyper).predict(xt)
+    err = np.abs(mean * sd + mu - f(xt))
+    assert np.sqrt((err**2).mean(0)).max() < 0.02 * sd.min()
+    assert 0.85 <= np.mean(err <= 1.96 * np.sqrt(var) * sd) <= 1.0
+
+
+def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(tmp_path):
+    import meshio
+    import xarray as xr
+
+    import surrogate
+    from surrogate.core.case import CaseError, load_case
+    from surrogate.core.runner import run_case
+    from surrogate.mmgp.meshes import write_prediction
+    from surrogate.mmgp.model import MMGP, NotFitted
+
+    case = load_case("cases/mmgp.yaml", "smoke")
+    run = run_case(case, tmp_path, quiet=True)
+    metrics = run.metrics()
+    methods = {r["method"] for r in metrics["rows"]}
+    assert {"mmgp_improved", "mmgp_faithful", "oracle_gp", "gnn"} <= methods
+    assert np.isfinite(metrics["headline"]["value"])
+    assert list((run.path / "figures").glob("von_mises_*.png"))
+
+    model = surrogate.load(run.path)
+    sample = sorted((tmp_path / "mmgp" / "latest" / "data").glob("test_*.nc"))[0]
+    from surrogate.mmgp.data import read_sample
+
+    s = read_sample(sample)
+    mesh_file = tmp_path / "user.vtu"
+    points = np.column_stack([s.nodes, np.zeros(len(s.nodes))])
+    meshio.write(mesh_file, meshio.Mesh(points, [("triangle", s.triangles)]))
+    with pytest.warns(UserWarning, match="far outside"):  # 8 training shapes: every new shape is far
+        ds = model.predict(str(mesh_file), {"load": 30.0, "shear": 0.5, "young": 100.0})
+    assert isinstance(ds, xr.Dataset)
+    assert ds.u2.shape == (len(s.nodes),) and (ds.u2_std >= 0).all() and float(ds.compliance_std) > 0
+    again = MMGP.load(run.path / "model", "mmgp_improved")  # save/load round trip: the same numbers
+    with pytest.warns(UserWarning, match="far outside"):
+        a = model.predict_arrays(s.nodes, s.triangles, s.inputs)
+        b = again.predict_arrays(s.nodes, s.triangles, s.inputs)
+    assert np.array_equal(a["fields"]["von_mises"][0], b["fields"]["von_mises"][0])
+
+    out = tmp_path / "out.vtu"
+    write_prediction(ds, out)
+    assert "u2_std" in meshio.read(out).point_data
+    before = out.read_bytes()
+    with pytest.raises(FileExistsError):
+        write_prediction(ds, out)
+    assert out.read_bytes() == before
+
+    bad = tmp_path / "broken.vtu"
+    bad.write_text("not a mesh")
+    with pytest.raises(MeshError, match="meshio cannot read"):
+        model.predict(str(bad), [30.0, 0.5, 100.0])
+    from surrogate.mmgp.meshes import predict_file
+
+    target = tmp_path / "never.vtu"
+    with pytest.raises(MeshError):
+        predict_file(run.path, bad, target, {"load": 30.0, "shear": 0.5, "young": 100.0})
+    assert not target.exists()  # nothing written for bad input
+    with pytest.warns(UserWarning):
+        predict_file(run.path, mesh_file, target, {"load": 30.0, "shear": 0.5, "young": 100.0})
+    assert "von_mises_std" in meshio.read(target).point_data
+    with pytest.raises(KeyError, match="young"):
+        model.predict((s.nodes, s.triangles), {"load": 30.0, "shear": 0.5})
+    with pytest.raises(NotFitted, match="fit"):
+        MMGP(**again.settings).predict_arrays(s.nodes, s.triangles, s.inputs)
+    with pytest.raises(CaseError, match="surrogate.restarts"):
+        load_case("cases/mmgp.yaml", "smoke", ["surrogate.restarts=0"])
+    with pytest.raises(CaseError, match="allowed here"):
+        load_case("cases/mmgp.yaml", "smoke", ["physics.viscosity=1"])
+
+
+def test_plaid_metrics_normalise_each_sample_by_its_own_size_and_peak():
+    from surrogate.core import metrics as M
+
+    refs = [np.array([1.0, -2.0]), np.array([10.0, 0.0, 0.0, 0.0])]
+    preds = [np.array([1.0, -1.0]), np.array([10.0, 0.0, 0.0, 2.0])]
+    # sample 1: 1^2 / (2 * 2^2) = 1/8; sample 2: 2^2 / (4 * 10^2) = 1/100
+    assert np.isclose(M.rrmse_field(refs, preds), np.sqrt((1 / 8 + 1 / 100) / 2))
+    assert np.isclose(M.rrmse_scalar([2.0, 4.0], [1.0, 5.0]), np.sqrt((0.25 + 0.0625) / 2))
+    assert M.q2([np.array([1.0, 2.0, 3.0])], [np.array([1.0, 2.0, 3.0])]) == 1.0
+    assert M.coverage([np.zeros(100)], [np.full(100, 1.0)], [np.ones(100)], 0.95) == 1.0
+    assert M.coverage([np.zeros(100)], [np.full(100, 2.0)], [np.ones(100)], 0.95) == 0.0
