@@ -29,6 +29,15 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="the cases in cases/ and the runs in results/")
 
+    pr = sub.add_parser("predict", help="predict with a trained surrogate on a new input file (mmgp: a mesh)")
+    pr.add_argument("run", help="a run folder, or a case name for its latest run")
+    pr.add_argument("--mesh", required=True, help="the input mesh (any format meshio reads)")
+    pr.add_argument("--out", "-o", required=True, help="where to write the prediction (a mesh file)")
+    pr.add_argument("--scalar", "-s", action="append", default=[], metavar="name=value",
+                    help="an input scalar, e.g. -s load=30 -s shear=0.5 -s young=100")
+    pr.add_argument("--method", default=None, help="a baseline of the run instead of its surrogate")
+    pr.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
     s = sub.add_parser("show", help="the metrics table of a run")
     s.add_argument("run", help="a run folder, or a case name for its latest run")
 
@@ -104,7 +113,40 @@ def cmd_app(args) -> int:
     return launch(args.port, args.results)
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "show": cmd_show, "app": cmd_app}
+PREDICTORS = {"mmgp": "surrogate.mmgp.meshes:predict_file"}
+
+
+def cmd_predict(args) -> int:
+    import importlib
+
+    from surrogate.core.store import resolve_run
+
+    run = resolve_run(args.run, args.results)
+    family = run.meta().get("family")
+    if family not in PREDICTORS:
+        raise CaseError(f"surrogate predict works on runs of: {', '.join(PREDICTORS)}; {run.path} is {family}. "
+                        "Use surrogate.load(run) in Python instead.")
+    scalars = {}
+    for text in args.scalar:
+        name, sep, value = text.partition("=")
+        try:
+            scalars[name.strip()] = float(value)
+        except ValueError:
+            raise CaseError(f"--scalar {text!r}: expected name=number, e.g. load=30") from None
+        if not sep or not name.strip():
+            raise CaseError(f"--scalar {text!r}: expected name=number, e.g. load=30")
+    module, _, attr = PREDICTORS[family].partition(":")
+    predict_file = getattr(importlib.import_module(module), attr)
+    try:
+        predict_file(run.path, args.mesh, args.out, scalars, method=args.method, overwrite=args.overwrite)
+    except (ValueError, KeyError, FileExistsError) as err:  # bad mesh, missing scalar, existing output
+        raise CaseError(str(err.args[0] if isinstance(err, KeyError) else err)) from None
+    print(f"wrote {args.out}: prediction and standard deviation of every field of {run.path.name}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "show": cmd_show, "app": cmd_app,
+            "predict": cmd_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,6 +180,20 @@ def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(tmp_path):
     assert "von_mises_std" in meshio.read(target).point_data
     with pytest.raises(KeyError, match="young"):
         model.predict((s.nodes, s.triangles), {"load": 30.0, "shear": 0.5})
+
+    # the same through the command line: bad input is exit code 2 with nothing written
+    from surrogate.cli import main
+
+    cli_out = tmp_path / "cli.vtu"
+    base = ["--results", str(tmp_path), "predict", "mmgp", "--mesh", str(mesh_file), "-o", str(cli_out)]
+    with pytest.warns(UserWarning):
+        assert main([*base, "-s", "load=30", "-s", "shear=0.5", "-s", "young=100"]) == 0
+    assert "u1_std" in meshio.read(cli_out).point_data
+    assert main([*base, "-s", "load=30", "-s", "shear=0.5", "-s", "young=100"]) == 2  # exists
+    assert main([*base, "--overwrite", "-s", "load=30"]) == 2  # scalars missing
+    assert main(["--results", str(tmp_path), "predict", "mmgp", "--mesh", str(bad), "-o",
+                 str(tmp_path / "x.vtu"), "-s", "load=3"]) == 2
+    assert not (tmp_path / "x.vtu").exists()
     with pytest.raises(NotFitted, match="fit"):
         MMGP(**again.settings).predict_arrays(s.nodes, s.triangles, s.inputs)
     with pytest.raises(CaseError, match="surrogate.restarts"):
