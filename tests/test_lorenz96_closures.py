@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from surrogate.lorenz96.closures import METHODS, build
-from surrogate.lorenz96.hybrid import HybridModel
+from surrogate.core.store import tensor_state
+from surrogate.lorenz96.hybrid import HybridModel, load_state
 from surrogate.lorenz96.schema import SHORTHANDS, TrainSpec
 from surrogate.lorenz96.training import train_offline, train_rollout
 
@@ -73,6 +74,19 @@ def test_mno_is_shift_equivariant_and_runs_at_any_ring_size():
     x = np.random.default_rng(3).normal(size=(2, 8))
     np.testing.assert_allclose(model.closure(np.roll(x, 3, -1)), np.roll(model.closure(x), 3, -1), atol=1e-5)
     assert model.closure(np.tile(x, 8)).shape == (2, 64)
+
+
+@pytest.mark.parametrize("m", [2, 8])
+def test_mno_keeps_physical_wavenumbers_on_a_longer_ring(m):
+    """A ring of m*K sites holding m copies of a K-site state is the same physical state; the closure
+    trained at K must return m copies of its answer there (exact for the remapped spectral weights)."""
+    torch.manual_seed(0)
+    model = HybridModel(build("mno", {**SMALL["mno"], "ring_size": 8}), 20.0, 0.005, "rk4")
+    x = np.random.default_rng(4).normal(3.0, 5.0, size=(3, 8))
+    np.testing.assert_allclose(model.closure(np.tile(x, m)), np.tile(model.closure(x), m), atol=1e-4)
+    plain = HybridModel(build("mno", SMALL["mno"]), 20.0, 0.005, "rk4")  # modes indexed by position
+    load_state(plain.method, tensor_state(model.method))
+    assert np.abs(plain.closure(np.tile(x, m)) - np.tile(plain.closure(x), m)).max() > 1e-2
 
 
 def test_every_shorthand_builds():

@@ -176,33 +176,69 @@ def _fno(modes: int, width: int, layers: int) -> nn.Module:
                positional_embedding=None)
 
 
-@_register("mno")
-class MNOClosure(NormalisedNet):
-    """Multiscale Neural Operator: a 1D Fourier neural operator over the whole ring, X -> U."""
+class RingFNO(NormalisedNet):
+    """An FNO on the periodic ring of Lorenz96 sites.
 
-    def __init__(self, modes: int = 8, width: int = 64, layers: int = 4, normalise: bool = True):
-        super().__init__(normalise=normalise, modes=modes, width=width, layers=layers)
+    In Lorenz96 K is the length of the ring, not its resolution: the sites keep their spacing when K
+    grows. The FNO indexes its Fourier modes relative to the length of its input, so at another K
+    its spectral weights would act on the wrong physical wavenumbers. Given the ring size it was
+    trained at (`ring_size`), it runs at any other K with its spectral weights interpolated to the
+    same physical wavenumbers (mode m at K sits at m * ring_size / K of the trained ring).
+    """
+
+    def __init__(self, modes: int = 8, width: int = 64, layers: int = 4, normalise: bool = True,
+                 ring_size: int | None = None):
+        super().__init__(normalise=normalise, modes=modes, width=width, layers=layers, ring_size=ring_size)
+        self.ring_size = ring_size
         self.fno = _fno(modes, width, layers)
+        self._resized: dict[tuple, nn.Module] = {}  # (K, weight version, device) -> remapped FNO
+
+    def _fno_at(self, K: int) -> nn.Module:
+        if self.ring_size in (None, K):
+            return self.fno
+        first = self.fno.fno_blocks.convs[0].weight.tensor
+        key = (K, first._version, str(first.device))  # the version changes when training updates the weights
+        if key not in self._resized:
+            args = self.init_args
+            resized = _fno(K, args["width"], args["layers"]).to(next(self.fno.parameters()).device)
+            state = resized.state_dict()
+            for name, value in self.fno.state_dict().items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if name.startswith("fno_blocks.convs.") and name.endswith("weight.tensor"):
+                    state[name] = _remap_modes(value, state[name].shape[-1], self.ring_size / K)
+                else:
+                    state[name] = value
+            resized.load_state_dict({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, strict=False)
+            self._resized = {key: resized.eval()}  # keep one: the last ring size asked for
+        return self._resized[key]
 
     def net(self, z):
-        return self.fno(z[:, None, :])[:, 0, :]
+        return self._fno_at(z.shape[-1])(z[:, None, :])[:, 0, :]
+
+
+def _remap_modes(weight: torch.Tensor, n_out: int, scale: float) -> torch.Tensor:
+    """Spectral weights (..., n_in) sampled at modes m * scale, linearly interpolated, for m < n_out."""
+    pos = torch.arange(n_out, dtype=torch.float64) * scale
+    lo = pos.floor().long().clamp(max=weight.shape[-1] - 1)
+    hi = (lo + 1).clamp(max=weight.shape[-1] - 1)
+    frac = (pos - lo).clamp(0, 1).to(weight.real.dtype).to(weight.device)
+    return weight[..., lo] * (1 - frac) + weight[..., hi] * frac
+
+
+@_register("mno")
+class MNOClosure(RingFNO):
+    """Multiscale Neural Operator: a 1D Fourier neural operator over the whole ring, X -> U."""
 
 
 @_register("pure_fno")
-class PureFNO(NormalisedNet):
+class PureFNO(RingFNO):
     """A pure-ML emulator with no physics: the same FNO maps X_t to the increment X_{t+dt} - X_t."""
 
     role = "emulator"
 
-    def __init__(self, modes: int = 8, width: int = 64, layers: int = 4, normalise: bool = True):
-        super().__init__(normalise=normalise, modes=modes, width=width, layers=layers)
-        self.fno = _fno(modes, width, layers)
-
     def output_of(self, X, target):
         return X[:, 1:] - X[:, :-1]
-
-    def net(self, z):
-        return self.fno(z[:, None, :])[:, 0, :]
 
     def forward(self, X):
         return X + super().forward(X)

@@ -47,7 +47,10 @@ class Lorenz96Pipeline(Pipeline):
                 "outputs": {"closure": {"shape": "(..., K)", "units": "1",
                                         "long_name": f"closure tendency ({case.coarse.target})"}},
                 "solver": case.solver.model_dump(), "coarse": case.coarse.model_dump()}
-        return HybridModel(build(spec.kind, spec.init_args()), case.solver.F, case.coarse_dt, case.coarse.scheme, meta)
+        args = spec.init_args()
+        if spec.kind in ("mno", "pure_fno"):
+            args["ring_size"] = K or case.solver.K  # so that the operator runs at other K (see RingFNO)
+        return HybridModel(build(spec.kind, args), case.solver.F, case.coarse_dt, case.coarse.scheme, meta)
 
     def _train_one(self, spec, name: str, X, target, model_dir: Path, history: dict, K: int | None = None,
                    rollout: bool = True) -> None:
@@ -165,6 +168,10 @@ class Lorenz96Pipeline(Pipeline):
         variants = {ours: models[ours]}
         if (model_dir / f"{ours}.offline.json").exists():
             variants[f"{ours}_offline"] = HybridModel.load(model_dir, f"{ours}.offline", self.device)
+        if getattr(models[ours].method, "ring_size", None):  # the same weights without the remapping
+            plain = HybridModel.load(model_dir, ours, self.device)
+            plain.method.ring_size = None
+            variants[f"{ours}_modes_by_index"] = plain
         for K in d.transfer_K:
             t = read_netcdf(data / f"transfer_test_K{K}.nc")
             Xk, Tk = t["X"].values, t["target"].values
