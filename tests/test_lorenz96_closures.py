@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from surrogate.lorenz96.closures import METHODS, build
 from surrogate.core.store import tensor_state
+from surrogate.lorenz96.closures import METHODS, build
 from surrogate.lorenz96.hybrid import HybridModel, load_state
 from surrogate.lorenz96.schema import SHORTHANDS, TrainSpec
 from surrogate.lorenz96.training import train_offline, train_rollout
