@@ -40,6 +40,8 @@ BAD = {
     "unknown closure": (lambda d: d.update(surrogate={"kind": "gan"}), ["surrogate", "'gan'", "mno"]),
     "unknown baseline": (lambda d: d["evaluate"].update(baselines=["cubbic"]),
                          ["evaluate.baselines", "'cubbic'", "allowed: null"]),
+    "misspelt method key": (lambda d: d["evaluate"].update(baselines=[{"kind": "polynomial", "degre": 3}]),
+                            ["evaluate.baselines.0.polynomial.degre", "allowed here: name, train, kind, degree, ar1"]),
     "wrong type": (lambda d: d["train"].update(epochs="many"), ["train.epochs = 'many'", "integer"]),
     "residual with rk4": (lambda d: d["coarse"].update(target="residual"), ["coarse", "needs scheme 'euler'"]),
 }

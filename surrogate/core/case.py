@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -166,27 +166,43 @@ def case_schema(raw: dict[str, Any], origin: str) -> type[Case]:
 
 
 def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model that sits at `loc` inside `model`, if one does (for listing allowed keys)."""
-    current: Any = model
+    """The pydantic model that sits at `loc` inside `model`, if one does (for listing allowed keys).
+
+    Locations run through fields, list indices and, for tagged unions, the tag (e.g. the method kind).
+    """
+    candidates: list[Any] = [model]
     for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            # discriminated unions put the tag in the location: find the member with that tag
-            members = getattr(current, "_union_members", None)
-            return None if members is None else _submodel(members.get(part), ())
-        current = _unwrap(field.annotation, loc)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        nxt: list[Any] = []
+        for current in candidates:
+            for option in _members(current):
+                if isinstance(part, int) or not (isinstance(option, type) and issubclass(option, BaseModel)):
+                    continue
+                field = option.model_fields.get(part)
+                if field is not None:
+                    nxt.append(field.annotation)
+                elif _tag_matches(option, part):
+                    nxt.append(option)
+        if isinstance(part, int):  # a list index: step into the item type
+            nxt = [a for c in candidates for m in _members(c) for a in getattr(m, "__args__", ())]
+        candidates = nxt
+    models = [m for c in candidates for m in _members(c) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
-def _unwrap(annotation: Any, loc: tuple) -> Any:
-    args = getattr(annotation, "__args__", None)
-    if args:
-        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        if len(models) == 1:
-            return models[0]
-    return annotation
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a Union / Optional / Annotated type, or the type itself."""
+    origin = getattr(annotation, "__origin__", None)
+    args = getattr(annotation, "__args__", ())
+    if origin is Annotated or hasattr(annotation, "__metadata__"):
+        return _members(args[0]) if args else [annotation]
+    if origin is Union or type(annotation).__name__ == "UnionType":
+        return [m for a in args for m in _members(a)]
+    return [annotation]
+
+
+def _tag_matches(model: type[BaseModel], tag: str) -> bool:
+    kind = model.model_fields.get("kind")
+    return kind is not None and tag in getattr(kind.annotation, "__args__", ())
 
 
 def format_validation_error(err: ValidationError, schema: type[BaseModel], origin: str) -> str:

@@ -25,6 +25,8 @@ from surrogate.core.store import (
     git_commit,
     list_runs,
     point_latest,
+    read_json,
+    read_netcdf,
     write_json,
     write_netcdf,
     write_yaml,
@@ -184,8 +186,6 @@ def run_case(case: Case, results: str | Path = "results", fresh: bool = False, q
             write_netcdf(predictions, run.predictions_file)
             write_json(run.metrics_file, metrics)
             run.mark_stage("evaluate")
-        from surrogate.core.store import read_json, read_netcdf
-
         metrics = read_json(run.metrics_file)
         if not run.stage_done("report"):
             pipeline.report(data, metrics, read_netcdf(run.predictions_file))
