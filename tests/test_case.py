@@ -42,6 +42,8 @@ BAD = {
                          ["evaluate.baselines", "'cubbic'", "allowed: null"]),
     "misspelt method key": (lambda d: d["evaluate"].update(baselines=[{"kind": "polynomial", "degre": 3}]),
                             ["evaluate.baselines.0.polynomial.degre", "allowed here: name, train, kind, degree, ar1"]),
+    "repeated method": (lambda d: d["evaluate"].update(baselines=["cubic", "cubic"]),
+                        ["(top level): method names must be unique; repeated: cubic"]),
     "wrong type": (lambda d: d["train"].update(epochs="many"), ["train.epochs = 'many'", "integer"]),
     "residual with rk4": (lambda d: d["coarse"].update(target="residual"), ["coarse", "needs scheme 'euler'"]),
 }

@@ -218,6 +218,8 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], origi
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "missing":
             lines.append(f"  {path}: missing; {msg.lower()}")
+        elif isinstance(e.get("input"), dict):  # a rule across keys: the whole mapping says nothing
+            lines.append(f"  {path}: {msg}")
         else:
             lines.append(f"  {path} = {e.get('input')!r}: {msg}")
     n = len(lines)

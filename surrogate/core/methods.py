@@ -7,11 +7,11 @@ A run's `model/index.json` names the surrogate and every method it trained.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from surrogate.core.case import Section
+from surrogate.core.case import Case, Section
 from surrogate.core.store import read_json, write_json
 
 
@@ -61,3 +61,32 @@ def method_name(model_dir: Path, method: str | None) -> str:
         have = sorted(p.stem for p in model_dir.glob("*.json") if p.stem not in ("index", "training"))
         raise KeyError(f"run {model_dir.parent} has no method {name!r}; it has: {', '.join(have)}")
     return name
+
+
+def baselines_from(shorthands: dict[str, dict[str, Any]], kinds: str) -> BeforeValidator:
+    """Annotate a `baselines` list so that shorthand names expand before validation."""
+    return BeforeValidator(lambda value: expand_list(value, shorthands, kinds))
+
+
+class MethodsCase(Case):
+    """A case whose methods are `surrogate` plus `evaluate.baselines`, given by mapping or shorthand.
+
+    Subclasses set `method_shorthands` and `method_kinds` and define the two fields.
+    """
+
+    method_shorthands: ClassVar[dict[str, dict[str, Any]]] = {}
+    method_kinds: ClassVar[str] = ""
+
+    @field_validator("surrogate", mode="before", check_fields=False)
+    @classmethod
+    def _surrogate_shorthand(cls, value):
+        return expand_shorthand(value, cls.method_shorthands, cls.method_kinds)
+
+    @model_validator(mode="after")
+    def _unique_methods(self):
+        check_unique([m.label for m in self.methods])
+        return self
+
+    @property
+    def methods(self) -> list:
+        return [self.surrogate, *self.evaluate.baselines]  # type: ignore[attr-defined]

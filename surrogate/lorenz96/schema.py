@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from surrogate.core.case import Case, Section
-from surrogate.core.methods import MethodSpec, check_unique, expand_list, expand_shorthand
+from surrogate.core.case import Section
+from surrogate.core.methods import MethodsCase, MethodSpec, baselines_from
 
 
 class SolverSpec(Section):
@@ -140,7 +140,7 @@ KINDS = "null | climatology | polynomial | local_mlp | mno | pure_fno"
 
 
 class EvaluateSpec(Section):
-    baselines: list[AnyMethod] = Field(default_factory=list)
+    baselines: Annotated[list[AnyMethod], baselines_from(SHORTHANDS, KINDS)] = Field(default_factory=list)
     leads_mtu: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
     mean_rmse_mtu: float = Field(1.0, gt=0, description="the MNO paper's mean RMSE over the first MTU")
     headline: str = "forecast_rmse_1mtu"
@@ -156,13 +156,9 @@ class EvaluateSpec(Section):
     sample_forecasts: int = Field(4, ge=1)
     climate_skip: list[str] = Field(default_factory=list, description="methods left out of the free runs")
 
-    @field_validator("baselines", mode="before")
-    @classmethod
-    def _shorthands(cls, value):
-        return expand_list(value, SHORTHANDS, KINDS)
-
-
-class Lorenz96Case(Case):
+class Lorenz96Case(MethodsCase):
+    method_shorthands = SHORTHANDS
+    method_kinds = KINDS
     pipeline: Literal["lorenz96"]
     solver: SolverSpec = Field(default_factory=SolverSpec)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -171,15 +167,9 @@ class Lorenz96Case(Case):
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
 
-    @field_validator("surrogate", mode="before")
-    @classmethod
-    def _shorthand(cls, value):
-        return expand_shorthand(value, SHORTHANDS, KINDS)
-
     @model_validator(mode="after")
     def _consistent(self):
         labels = [m.label for m in self.methods]
-        check_unique(labels)
         too_long = [x for x in self.evaluate.leads_mtu if x > self.data.forecast_mtu + 1e-9]
         if too_long:
             raise ValueError(f"evaluate.leads_mtu {too_long} exceed data.forecast_mtu={self.data.forecast_mtu}")
@@ -197,10 +187,6 @@ class Lorenz96Case(Case):
 
     def steps(self, mtu: float) -> int:
         return max(1, int(round(mtu / self.coarse_dt)))
-
-    @property
-    def methods(self) -> list:
-        return [self.surrogate, *self.evaluate.baselines]
 
     def train_for(self, method) -> TrainSpec:
         if method.train is None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from surrogate.core.case import Case, Section
-from surrogate.core.methods import MethodSpec, check_unique, expand_list, expand_shorthand
+from surrogate.core.case import Section
+from surrogate.core.methods import MethodsCase, MethodSpec, baselines_from
 
 Range = tuple[float, float]
 
@@ -119,35 +119,18 @@ KINDS = "mmgp | oracle_gp | gnn"
 
 
 class EvaluateSpec(Section):
-    baselines: list[Method] = Field(default_factory=list)
+    baselines: Annotated[list[Method], baselines_from(SHORTHANDS, KINDS)] = Field(default_factory=list)
     coverage_levels: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.9, 0.95])
     figures: int = Field(3, ge=0, le=20, description="test shapes drawn")
     cost_samples: int = Field(5, ge=1, description="new shapes timed: FEM against the surrogate")
 
-    @field_validator("baselines", mode="before")
-    @classmethod
-    def _shorthands(cls, value):
-        return expand_list(value, SHORTHANDS, KINDS)
 
-
-class MMGPCase(Case):
+class MMGPCase(MethodsCase):
+    method_shorthands = SHORTHANDS
+    method_kinds = KINDS
     pipeline: Literal["mmgp"]
     geometry: GeometrySpec = Field(default_factory=GeometrySpec)
     physics: PhysicsSpec = Field(default_factory=PhysicsSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     surrogate: MMGPSpec = Field(default_factory=lambda: MMGPSpec(kind="mmgp"))
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
-
-    @field_validator("surrogate", mode="before")
-    @classmethod
-    def _shorthand(cls, value):
-        return expand_shorthand(value, SHORTHANDS, KINDS)
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        check_unique([m.label for m in self.methods])
-        return self
-
-    @property
-    def methods(self) -> list:
-        return [self.surrogate, *self.evaluate.baselines]
