@@ -606,9 +606,10 @@ def family_import_problem(family: str) -> str:
     """'' when the family's pipeline imports, else a sentence naming what is missing."""
     import importlib
 
-    module = {"lorenz96": "surrogate.lorenz96.pipeline", "pinn": "surrogate.pinn.pipeline",
-              "mmgp": "surrogate.mmgp.pipeline"}.get(family)
-    if module is None:
+    from surrogate.core.registry import _PIPELINES
+
+    module = _PIPELINES.get(family, "").partition(":")[0]
+    if not module:
         return f"The {FAMILIES.get(family, family)} family is not part of this installation yet."
     try:
         importlib.import_module(module)

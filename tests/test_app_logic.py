@@ -277,7 +277,7 @@ def test_mesh_upload_that_is_not_a_mesh_is_a_message(tmp_path):
 
 def test_family_import_problems_are_sentences():
     assert logic.family_import_problem("lorenz96") == ""
-    assert "not part of this installation" in logic.family_import_problem("prose")
+    assert "not part of this installation" in logic.family_import_problem("weather")
 
 
 def test_predictions_summary_lists_variables_with_units(lorenz96_smoke_run, tmp_path):

@@ -14,6 +14,8 @@ _PIPELINES = {
     "lorenz96": "surrogate.lorenz96.pipeline:Lorenz96Pipeline",
     "mmgp": "surrogate.mmgp.pipeline:MMGPPipeline",
     "pinn": "surrogate.pinn.pipeline:PINNPipeline",
+    "prose": "surrogate.prose.pipeline:ProsePipeline",
+    "dragonfly": "surrogate.dragonfly.pipeline:DragonflyPipeline",
 }
 
 
