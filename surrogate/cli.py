@@ -1,4 +1,4 @@
-"""Command line: run, list, show, validate, app. No science here: it parses, calls and prints."""
+"""Command line: run, list, show, validate, predict, export, app. No science here: it parses, calls and prints."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="an input scalar, e.g. -s load=30 -s shear=0.5 -s young=100")
     pr.add_argument("--method", default=None, help="a baseline of the run instead of its surrogate")
     pr.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    e = sub.add_parser("export", help="write a trained surrogate for use outside Python or this package")
+    e.add_argument("run", help="a run folder, or a case name for its latest run")
+    e.add_argument("--format", "-f", required=True, dest="fmt",
+                   help="lorenz96: numpy, torchscript; pinn: torchscript, onnx; mmgp: numpy")
+    e.add_argument("--method", default=None, help="a baseline of the run instead of its surrogate")
 
     s = sub.add_parser("show", help="the metrics table of a run")
     s.add_argument("run", help="a run folder, or a case name for its latest run")
@@ -145,8 +151,18 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from surrogate.core.export import export_run
+    from surrogate.core.store import resolve_run
+
+    folder, check = export_run(resolve_run(args.run, args.results), args.fmt, args.method)
+    print(f"wrote {folder}: {', '.join(check['files'])}\n  checked against the model: largest relative "
+          f"difference {check['max_rel_error']:.2g} (allowed {check['tolerance']:g})")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "show": cmd_show, "app": cmd_app,
-            "predict": cmd_predict}
+            "predict": cmd_predict, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:
+        from surrogate.core.export import ExportMismatch
         from surrogate.core.training import NonFiniteLoss
 
-        if isinstance(err, NonFiniteLoss):
+        if isinstance(err, (NonFiniteLoss, ExportMismatch)):
             print(f"error: {err}", file=sys.stderr)
             return 1
         raise

@@ -1,4 +1,4 @@
-"""Shared fixtures: one smoke run of the standard Lorenz96 case, made once per test session."""
+"""Shared fixtures: smoke runs of a case per family, made once per test session and shared by the tests."""
 from __future__ import annotations
 
 import os
@@ -34,3 +34,23 @@ def lorenz96_smoke_run(smoke_results) -> Path:
     import surrogate
 
     return surrogate.run(CASES / "lorenz96_mno.yaml", profile="smoke", results=smoke_results, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def helmholtz_smoke_run(smoke_results) -> Path:
+    import torch
+
+    import surrogate
+
+    torch.set_num_threads(1)
+    return surrogate.run(CASES / "pig_helmholtz.yaml", profile="smoke", results=smoke_results, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def mmgp_smoke_run(smoke_results) -> Path:
+    import torch
+
+    import surrogate
+
+    torch.set_num_threads(1)
+    return surrogate.run(CASES / "mmgp.yaml", profile="smoke", results=smoke_results, quiet=True)

@@ -130,7 +130,7 @@ def test_cli_list_and_show(lorenz96_smoke_run: Path, smoke_results: Path, capsys
 
 
 def test_numpy_rk4_example_matches_the_packaged_rollout(lorenz96_smoke_run: Path):
-    sys.path.insert(0, str(ROOT / "apps"))
+    sys.path.insert(0, str(ROOT / "apps" / "coupling"))
     try:
         import lorenz96_numpy_rk4 as example
     finally:
@@ -139,3 +139,7 @@ def test_numpy_rk4_example_matches_the_packaged_rollout(lorenz96_smoke_run: Path
     model = surrogate.load(lorenz96_smoke_run)
     packaged = model.rollout(traj[0], 50)
     np.testing.assert_allclose(traj.transpose(1, 0, 2), packaged, rtol=1e-9, atol=1e-9)
+    # the same loop on the numpy export: no torch in the closure, the same trajectory to float32 precision
+    assert main(["export", str(lorenz96_smoke_run), "--format", "numpy"]) == 0
+    exported = example.main([str(lorenz96_smoke_run), "--steps", "50", "--members", "3", "--exported"])
+    np.testing.assert_allclose(exported, traj, rtol=1e-4, atol=1e-4)

@@ -121,18 +121,17 @@ def test_gp_learns_a_smooth_function_with_calibrated_intervals():
     assert 0.85 <= np.mean(err <= 1.96 * np.sqrt(var) * sd) <= 1.0
 
 
-def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(tmp_path):
+def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(mmgp_smoke_run, tmp_path):
     import meshio
     import xarray as xr
 
     import surrogate
     from surrogate.core.case import CaseError, load_case
-    from surrogate.core.runner import run_case
+    from surrogate.core.store import RunFolder
     from surrogate.mmgp.meshes import write_prediction
     from surrogate.mmgp.model import MMGP, NotFitted
 
-    case = load_case("cases/mmgp.yaml", "smoke")
-    run = run_case(case, tmp_path, quiet=True)
+    run = RunFolder(mmgp_smoke_run)
     metrics = run.metrics()
     methods = {r["method"] for r in metrics["rows"]}
     assert {"mmgp_improved", "mmgp_faithful", "oracle_gp", "gnn"} <= methods
@@ -140,7 +139,7 @@ def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(tmp_path):
     assert list((run.path / "figures").glob("von_mises_*.png"))
 
     model = surrogate.load(run.path)
-    sample = sorted((tmp_path / "mmgp" / "latest" / "data").glob("test_*.nc"))[0]
+    sample = sorted((run.path / "data").glob("test_*.nc"))[0]
     from surrogate.mmgp.data import read_sample
 
     s = read_sample(sample)
@@ -185,13 +184,13 @@ def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(tmp_path):
     from surrogate.cli import main
 
     cli_out = tmp_path / "cli.vtu"
-    base = ["--results", str(tmp_path), "predict", "mmgp", "--mesh", str(mesh_file), "-o", str(cli_out)]
+    base = ["predict", str(run.path), "--mesh", str(mesh_file), "-o", str(cli_out)]
     with pytest.warns(UserWarning):
         assert main([*base, "-s", "load=30", "-s", "shear=0.5", "-s", "young=100"]) == 0
     assert "u1_std" in meshio.read(cli_out).point_data
     assert main([*base, "-s", "load=30", "-s", "shear=0.5", "-s", "young=100"]) == 2  # exists
     assert main([*base, "--overwrite", "-s", "load=30"]) == 2  # scalars missing
-    assert main(["--results", str(tmp_path), "predict", "mmgp", "--mesh", str(bad), "-o",
+    assert main(["predict", str(run.path), "--mesh", str(bad), "-o",
                  str(tmp_path / "x.vtu"), "-s", "load=3"]) == 2
     assert not (tmp_path / "x.vtu").exists()
     with pytest.raises(NotFitted, match="fit"):

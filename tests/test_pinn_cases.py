@@ -14,11 +14,9 @@ CASES = sorted(Path(__file__).resolve().parent.parent.glob("cases/pig_*.yaml"))
 
 
 
-@pytest.fixture(scope="module")
-def helmholtz_run(tmp_path_factory):
-    torch.set_num_threads(1)
-    case = next(c for c in CASES if c.stem == "pig_helmholtz")
-    return Path(surrogate.run(case, profile="smoke", results=tmp_path_factory.mktemp("results"), quiet=True))
+@pytest.fixture
+def helmholtz_run(helmholtz_smoke_run):
+    return Path(helmholtz_smoke_run)
 
 
 def test_every_pinn_pde_has_a_default_and_a_paper_case():

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from surrogate.mmgp.morphing import signed_areas
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_NOTCHES = 2
 
@@ -169,11 +171,6 @@ def mesh_specimen(shape: Specimen) -> tuple[np.ndarray, np.ndarray]:
     nodes = xyz[used, :2].copy()
     triangles = renumber[triangles]
     return nodes, orient_counter_clockwise(nodes, triangles)
-
-
-def signed_areas(nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    a, b, c = (nodes[triangles[:, i]] for i in range(3))
-    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
 
 
 def orient_counter_clockwise(nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:

@@ -6,7 +6,6 @@ regression of physical problems under non-parameterized geometrical variability"
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from surrogate.mmgp.data import FIELDS, SCALAR_INPUTS, Sample
 from surrogate.mmgp.fem import SCALAR_OUTPUTS
 from surrogate.mmgp.gp import GPPredictor, fit_gps
 from surrogate.mmgp.morphing import check_mesh, floater_disk, interpolation_matrix
+from surrogate.mmgp.numpy_mmgp import NumpyMMGP, gp_inputs, unit
 from surrogate.mmgp.pod import POD, mass_matrix
 
 
@@ -35,19 +35,6 @@ class Standardizer:
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / self.std
-
-
-# Hyperelasticity with a strain energy proportional to Young's modulus E (fixed Poisson ratio): the
-# displacement depends on the tractions only through t/E, and stresses and the compliance are E times
-# a function of (shape, t/E). The "hyperelastic" scaling feeds the GPs these exact invariants.
-SCALES_WITH_YOUNG = {"von_mises", "von_mises_p995", "compliance"}
-
-
-def _gp_inputs(inputs: np.ndarray, scaling: str) -> np.ndarray:
-    inputs = np.atleast_2d(inputs)
-    if scaling == "hyperelastic":
-        return inputs[:, :2] / inputs[:, 2:3]  # load / E, shear / E
-    return inputs
 
 
 class MMGP:
@@ -91,7 +78,7 @@ class MMGP:
         shape_coef = self.shape_pod_.transform(np.array(coords))
         if self.settings.get("shape_input") == "true_parameters":  # the oracle baseline
             shape_coef = np.array([smp.shape_parameters for smp in samples])
-        inputs = _gp_inputs(np.array([smp.inputs for smp in samples]), scaling)
+        inputs = gp_inputs(np.array([smp.inputs for smp in samples]), scaling)
         self.input_scaler_ = Standardizer.fit(inputs)
         X = np.column_stack([shape_coef, self.input_scaler_(inputs)])
         self.x_scaler_ = Standardizer.fit(X)
@@ -111,10 +98,7 @@ class MMGP:
         return self
 
     def _unit(self, output: str, inputs: np.ndarray) -> float:
-        """What an output is divided by before regression (1, or E for stress-like outputs)."""
-        if self.settings.get("scaling", "none") == "hyperelastic" and output in SCALES_WITH_YOUNG:
-            return float(inputs[2])
-        return 1.0
+        return unit(output, inputs, self.settings.get("scaling", "none"))
 
     def _groups(self) -> list[np.ndarray]:
         groups, start = [], 0
@@ -135,56 +119,50 @@ class MMGP:
         if not hasattr(self, "gp_"):
             raise NotFitted("this MMGP is not trained: call fit(samples) or surrogate.load(run) first")
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything prediction needs, as named numpy arrays (what `NumpyMMGP` reads)."""
+        self._check_fitted()
+        s, gp = self.settings, self.gp_
+        pod = self.shape_pod_
+        group_of_output = np.zeros(self.y_train_.shape[1], dtype=int)
+        alpha = np.zeros_like(self.y_train_)
+        for g, cols in enumerate(self.groups_):
+            group_of_output[cols] = g
+            alpha[:, cols] = gp.alpha[g].numpy()
+        arrays = {
+            "fields": np.array(list(FIELDS)), "scalars": np.array(list(SCALAR_OUTPUTS)),
+            "scaling": np.array(s.get("scaling", "none")), "uncertainty": np.array(s["uncertainty"]),
+            "truncation_variance": np.array(bool(s["truncation_variance"])),
+            "anchored": np.array(s["morphing"] == "floater_anchored"),
+            "common_disk": self.common_disk_, "common_triangles": self.common_triangles_,
+            "shape_mean": pod.mean_, "shape_projector": pod._apply_mass(pod.modes_).T,
+            "input_mean": self.input_scaler_.mean, "input_std": self.input_scaler_.std,
+            "x_mean": self.x_scaler_.mean, "x_std": self.x_scaler_.std,
+            "y_mean": self.y_scaler_.mean, "y_std": self.y_scaler_.std,
+            "x_train": self.x_train_, "alpha": alpha, "group_of_output": group_of_output,
+            "cholesky": gp.L.numpy(), "lengthscale": gp.kernel.base_kernel.lengthscale.detach().numpy()[:, 0],
+            "outputscale": gp.kernel.outputscale.detach().numpy(), "noise": gp.noise.numpy(),
+            "shape_distance_limit": np.array(self.shape_distance_limit_),
+        }
+        for f, field_pod in self.field_pods_.items():
+            arrays[f"{f}.modes"], arrays[f"{f}.mean"] = field_pod.modes_, field_pod.mean_
+            arrays[f"{f}.residual_variance"] = field_pod.residual_variance_
+        return arrays
+
     def predict_arrays(self, nodes: np.ndarray, triangles: np.ndarray, inputs: np.ndarray,
                        shape_parameters: np.ndarray | None = None) -> dict[str, Any]:
         """Means and standard deviations of every field (on the given nodes) and every scalar.
         `shape_parameters` are the generator's parameters, used only by the oracle baseline."""
         self._check_fitted()
-        nodes, triangles = check_mesh(nodes, triangles)
+        if not hasattr(self, "predictor_"):  # the numpy path, with gpytorch's posterior for the GPs
+            self.predictor_ = NumpyMMGP(self.to_arrays(), posterior=self.gp_.predict)
         inputs = np.asarray(inputs, float).reshape(-1)
         if inputs.shape != (len(SCALAR_INPUTS),):
             raise ValueError(f"expected scalars with shape ({len(SCALAR_INPUTS)},) = {list(SCALAR_INPUTS)}, "
                              f"got {inputs.shape}")
-        P, disk = self._to_common(nodes, triangles)
-        xy = P @ nodes
-        shape_coef = self.shape_pod_.transform(np.concatenate([xy[:, 0], xy[:, 1]]))
-        if self.settings.get("shape_input") == "true_parameters":
-            shape_coef = np.asarray(shape_parameters, float)[None]
-        scalars = self.input_scaler_(_gp_inputs(inputs, self.settings.get("scaling", "none")))
-        x = self.x_scaler_(np.column_stack([shape_coef, scalars]))
-        z = x[:, : shape_coef.shape[1]]
-        distance = float(np.linalg.norm(self.x_train_[:, : z.shape[1]] - z, axis=1).min())
-        mean_z, var_z = self.gp_.predict(x)
-        mean = mean_z[0] * self.y_scaler_.std + self.y_scaler_.mean
-        var = var_z[0] * self.y_scaler_.std**2
-        Q = interpolation_matrix(self.common_disk_, self.common_triangles_, disk)
-        out: dict[str, Any] = {"fields": {}, "scalars": {}, "shape_distance": distance,
-                               "shape_distance_limit": self.shape_distance_limit_}
-        start = 0
-        for f in FIELDS:
-            pod = self.field_pods_[f]
-            k = pod.n_modes_
-            a, va = mean[start: start + k], var[start: start + k]
-            field_mean = Q @ pod.inverse_transform(a)[0]
-            if self.settings["uncertainty"] == "monte_carlo_as_published":
-                field_var = np.zeros(len(nodes))  # the released code decodes one draw for every sample
-            else:
-                Qphi = Q @ pod.modes_.T  # (N, k): modes on the sample's nodes
-                field_var = (Qphi**2) @ va
-                if self.settings["truncation_variance"]:
-                    field_var = field_var + Q @ pod.residual_variance_
-            unit = self._unit(f, inputs)
-            out["fields"][f] = (unit * field_mean, unit * np.sqrt(field_var))
-            start += k
-        for j, name in enumerate(SCALAR_OUTPUTS):
-            unit = self._unit(name, inputs)
-            out["scalars"][name] = (unit * float(mean[start + j]), unit * float(np.sqrt(var[start + j])))
-        if distance > self.shape_distance_limit_:
-            warnings.warn(f"this shape is far outside the training shapes: distance {distance:.3g} in standardised "
-                          f"shape space, beyond {self.shape_distance_limit_:.3g} (3x the 99th percentile of "
-                          "nearest-neighbour distances between training shapes); treat the prediction as an "
-                          "extrapolation", stacklevel=2)
-        return out
+        oracle = self.settings.get("shape_input") == "true_parameters"
+        coefficients = np.asarray(shape_parameters, float) if oracle else None
+        return self.predictor_.predict(nodes, triangles, inputs, coefficients)
 
     def predict(self, mesh, scalars):
         """Predict on a mesh (a file meshio reads, a meshio.Mesh, or (nodes, triangles)) with scalar inputs

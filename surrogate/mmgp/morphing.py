@@ -11,7 +11,12 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 from scipy.spatial import cKDTree
 
-from surrogate.mmgp.geometry import signed_areas
+# numpy and scipy only: this file travels with the numpy export of a trained MMGP (`numpy_mmgp.py`)
+
+
+def signed_areas(nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    a, b, c = (nodes[triangles[:, i]] for i in range(3))
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
 
 
 class MeshError(ValueError):

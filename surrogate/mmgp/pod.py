@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from surrogate.mmgp.geometry import signed_areas
+from surrogate.mmgp.morphing import signed_areas
 
 
 def mass_matrix(nodes: np.ndarray, triangles: np.ndarray) -> sp.csr_matrix:

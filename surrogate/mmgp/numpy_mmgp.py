@@ -1,0 +1,138 @@
+"""A trained MMGP as arrays and numpy: morph, project the shape, GP posterior, decode the fields.
+
+The prediction path of `MMGP` itself; it is also what `surrogate export RUN --format numpy` ships,
+together with `morphing.py`, so that a trained MMGP runs with numpy and scipy alone:
+
+    model = NumpyMMGP.load("mmgp.npz")
+    out = model.predict(nodes, triangles, [load, shear, young])
+    out["fields"]["von_mises"]   # (mean, std) on the given nodes
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+try:
+    from surrogate.mmgp import morphing
+except ImportError:  # the exported copy: morphing.py sits beside this file
+    import morphing  # type: ignore[no-redef]
+
+# Hyperelasticity with a strain energy proportional to Young's modulus E (fixed Poisson ratio): the
+# displacement depends on the tractions only through t/E, and stresses and the compliance are E times
+# a function of (shape, t/E). The "hyperelastic" scaling feeds the GPs these exact invariants.
+SCALES_WITH_YOUNG = {"von_mises", "von_mises_p995", "compliance"}
+SQRT5 = np.sqrt(5.0)
+
+# (mean, variance) of every standardised output at standardised GP inputs (n*, d)
+Posterior = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def gp_inputs(inputs: np.ndarray, scaling: str) -> np.ndarray:
+    inputs = np.atleast_2d(inputs)
+    if scaling == "hyperelastic":
+        return inputs[:, :2] / inputs[:, 2:3]  # load / E, shear / E
+    return inputs
+
+
+def unit(output: str, inputs: np.ndarray, scaling: str) -> float:
+    """What an output is divided by before regression (1, or E for stress-like outputs)."""
+    return float(inputs[2]) if scaling == "hyperelastic" and output in SCALES_WITH_YOUNG else 1.0
+
+
+def matern52(x1: np.ndarray, x2: np.ndarray, lengthscale: np.ndarray, outputscale: float) -> np.ndarray:
+    z1, z2 = x1 / lengthscale, x2 / lengthscale
+    r2 = ((z1**2).sum(1)[:, None] + (z2**2).sum(1)[None] - 2 * z1 @ z2.T).clip(min=0.0)
+    r = np.sqrt(r2)
+    return outputscale * (1 + SQRT5 * r + (5.0 / 3.0) * r2) * np.exp(-SQRT5 * r)
+
+
+class NumpyMMGP:
+    """Arrays of a trained MMGP (see `MMGP.to_arrays`) and the predictions they make.
+
+    `posterior` replaces the numpy GP posterior (MMGP passes its gpytorch one); the rest of the path
+    (morphing, projection, decoding, uncertainty) is this class for both.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], posterior: Posterior | None = None):
+        self.a = arrays
+        self.fields = [str(f) for f in arrays["fields"]]
+        self.scalars = [str(s) for s in arrays["scalars"]]
+        self.scaling = str(arrays["scaling"])
+        self.posterior = posterior or self.numpy_posterior
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NumpyMMGP":
+        with np.load(path, allow_pickle=False) as f:
+            return cls(dict(f))
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, **self.a)
+
+    def numpy_posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact GP posterior (Matern 5/2, one kernel per group of outputs) from the stored Cholesky factors."""
+        a = self.a
+        mean = np.zeros((len(x), a["alpha"].shape[1]))
+        var = np.zeros_like(mean)
+        for g, (ls, scale, noise) in enumerate(zip(a["lengthscale"], a["outputscale"], a["noise"])):
+            cols = a["group_of_output"] == g
+            Ks = matern52(x, a["x_train"], ls, scale)
+            mean[:, cols] = Ks @ a["alpha"][:, cols]
+            v = solve_triangular(a["cholesky"][g], Ks.T, lower=True)
+            var[:, cols] = (np.clip(scale - (v**2).sum(0), 0.0, None) + noise)[:, None]
+        return mean, var
+
+    def _standardised_inputs(self, P, nodes, inputs, shape_coefficients):
+        a = self.a
+        if shape_coefficients is None:
+            xy = P @ nodes
+            shape_coefficients = (np.concatenate([xy[:, 0], xy[:, 1]]) - a["shape_mean"]) @ a["shape_projector"]
+        shape_coefficients = np.atleast_2d(shape_coefficients)
+        scalars = (gp_inputs(inputs, self.scaling) - a["input_mean"]) / a["input_std"]
+        return (np.column_stack([shape_coefficients, scalars]) - a["x_mean"]) / a["x_std"], shape_coefficients.shape[1]
+
+    def predict(self, nodes: np.ndarray, triangles: np.ndarray, inputs: np.ndarray,
+                shape_coefficients: np.ndarray | None = None) -> dict[str, Any]:
+        """Means and standard deviations of every field (on the given nodes) and every scalar output.
+        `shape_coefficients` replace the morphed shape's (the oracle baseline gives the generator's)."""
+        a = self.a
+        nodes, triangles = morphing.check_mesh(nodes, triangles)
+        inputs = np.asarray(inputs, float).reshape(-1)
+        if inputs.shape != (3,) or not np.isfinite(inputs).all():
+            raise ValueError(f"expected 3 finite scalars (load, shear, young), got {inputs}")
+        disk = morphing.floater_disk(nodes, triangles, anchored=bool(a["anchored"]))
+        P = morphing.interpolation_matrix(disk, triangles, a["common_disk"])
+        x, n_shape = self._standardised_inputs(P, nodes, inputs, shape_coefficients)
+        distance = float(np.linalg.norm(a["x_train"][:, :n_shape] - x[:, :n_shape], axis=1).min())
+        mean_z, var_z = self.posterior(x)
+        mean = mean_z[0] * a["y_std"] + a["y_mean"]
+        var = var_z[0] * a["y_std"] ** 2
+        Q = morphing.interpolation_matrix(a["common_disk"], a["common_triangles"], disk)
+        limit = float(a["shape_distance_limit"])
+        out: dict[str, Any] = {"fields": {}, "scalars": {}, "shape_distance": distance, "shape_distance_limit": limit}
+        start = 0
+        for f in self.fields:
+            modes = a[f"{f}.modes"]
+            k = len(modes)
+            field_mean = Q @ (a[f"{f}.mean"] + mean[start: start + k] @ modes)
+            if str(a["uncertainty"]) == "monte_carlo_as_published":
+                field_var = np.zeros(len(nodes))  # the released code decodes one draw for every sample
+            else:
+                field_var = ((Q @ modes.T) ** 2) @ var[start: start + k]
+                if bool(a["truncation_variance"]):
+                    field_var = field_var + Q @ a[f"{f}.residual_variance"]
+            u = unit(f, inputs, self.scaling)
+            out["fields"][f] = (u * field_mean, u * np.sqrt(field_var))
+            start += k
+        for j, name in enumerate(self.scalars):
+            u = unit(name, inputs, self.scaling)
+            out["scalars"][name] = (u * float(mean[start + j]), u * float(np.sqrt(var[start + j])))
+        if distance > limit:
+            warnings.warn(f"this shape is far outside the training shapes: distance {distance:.3g} in standardised "
+                          f"shape space, beyond {limit:.3g} (3x the 99th percentile of nearest-neighbour "
+                          "distances between training shapes); treat the prediction as an extrapolation",
+                          stacklevel=2)
+        return out
