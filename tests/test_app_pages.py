@@ -147,6 +147,7 @@ def test_new_run_page_offers_cases_and_rejects_bad_overrides(app_results):
 def test_new_run_page_starts_a_background_run_and_shows_it(tmp_path):
     at = open_app(tmp_path, "new_run")
     assert "No runs started from the app yet" in texts(at, "caption")
+    at.selectbox(key="newrun_case").select("lorenz96_mno").run()
     at.button(key="newrun_start").click().run()
     assert "Started lorenz96_mno (smoke)" in texts(at, "success")
     [job] = logic.list_jobs(tmp_path)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from surrogate.core import registry
+from surrogate.core.executor import ExecutorSetting
 
 
 class CaseError(ValueError):
@@ -34,6 +35,10 @@ class Case(Section):
     pipeline: str
     seed: int = Field(0, ge=0, description="seed of every random number in the run")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    executor: ExecutorSetting = Field("local", description='where solver tasks run: local, {dask: local} or '
+                                                           '{dask: "tcp://host:8786"}')
+    workers: int = Field(1, ge=1, le=4096, description="local processes, or Dask workers of {dask: local}, for "
+                                                       "solver tasks")
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("device")

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from surrogate.core.executor import map_tasks
 from surrogate.core.store import write_netcdf
-from surrogate.core.training import progress
 from surrogate.lorenz96.physics import TwoScaleLorenz96, l96_tendency, random_initial_state
 
 CHUNK = 250  # trajectories integrated together; bounds memory at large K*J
@@ -30,24 +30,28 @@ def closure_target(case, X: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.n
     return X[:, :-1], f
 
 
-def simulate(case, n: int, mtu: float, stream: str, K: int | None = None, record_every: int = 1,
-             index: int = 0, desc: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """n truth trajectories on the attractor: X and the coupling every record_every coarse steps."""
-    model = truth_model(case, K)
-    rng = np.random.default_rng([case.seed, STREAMS[stream], index])
+def _chunk_rng(case, stream: str, index: int, chunk: int) -> np.random.Generator:
+    return np.random.default_rng([case.seed, STREAMS[stream], index, chunk])
+
+
+def simulate_chunk(task: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One solver task: `m` truth trajectories from their own random stream, X and the coupling U."""
+    case = task["case"]
+    model = truth_model(case, task["K"])
+    rng = _chunk_rng(case, task["stream"], task["index"], task["chunk"])
+    X, Y = random_initial_state(model.K, model.J, task["m"], rng)
+    X, Y = model.spin_up(X, Y, case.solver.dt, int(round(case.data.spinup_mtu / case.solver.dt)))
+    x, u, _ = model.run(X, Y, case.solver.dt, task["n_samples"], case.data.sample_every * task["record_every"])
+    return x, u
+
+
+def chunk_tasks(case, n: int, mtu: float, stream: str, K: int | None = None, record_every: int = 1,
+                index: int = 0) -> list[dict]:
+    """The solver tasks of n trajectories: chunks of at most CHUNK, each with its own random stream."""
     n_samples = case.steps(mtu) // record_every + 1
-    stride = case.data.sample_every * record_every
-    spin = int(round(case.data.spinup_mtu / case.solver.dt))
-    xs, us = [], []
-    with progress(total=n_samples * ((n + CHUNK - 1) // CHUNK), desc=desc or f"solver {stream}", unit="sample") as bar:
-        for start in range(0, n, CHUNK):
-            m = min(CHUNK, n - start)
-            X, Y = random_initial_state(model.K, model.J, m, rng)
-            X, Y = model.spin_up(X, Y, case.solver.dt, spin)
-            x, u, _ = model.run(X, Y, case.solver.dt, n_samples, stride, bar=bar)
-            xs.append(x)
-            us.append(u)
-    return np.concatenate(xs), np.concatenate(us)
+    return [dict(case=case, K=K, stream=stream, index=index, chunk=c, m=min(CHUNK, n - start),
+                 n_samples=n_samples, record_every=record_every)
+            for c, start in enumerate(range(0, n, CHUNK))]
 
 
 def to_dataset(case, X: np.ndarray, target: np.ndarray | None, dt_record: float, title: str) -> xr.Dataset:
@@ -70,8 +74,12 @@ def to_dataset(case, X: np.ndarray, target: np.ndarray | None, dt_record: float,
     })
 
 
-def generate(case, out: Path) -> None:
-    """Write every data set the case needs into `out`; files already there are kept (resumable)."""
+def generate(case, out: Path, log=print) -> None:
+    """Write every data set the case needs into `out`; files already there are kept (resumable).
+
+    Every chunk of trajectories is one solver task on the case's executor; a data set is written
+    as soon as all its chunks are in.
+    """
     d = case.data
     per_forecast = case.steps(d.forecast_mtu)
     test_mtu = per_forecast * d.forecasts_per_trajectory * case.coarse_dt
@@ -89,16 +97,31 @@ def generate(case, out: Path) -> None:
                                                 K=K, index=K), True))
     # the residual target needs each sample's successor: one more step, dropped again below
     extra = case.coarse_dt if case.coarse.target == "residual" else 0.0
+    tasks, names, parts = [], [], {}
     for name, kwargs, with_target in jobs:
-        path = out / f"{name}.nc"
-        if path.exists():
+        if (out / f"{name}.nc").exists():
             continue
         if with_target:
             kwargs = {**kwargs, "mtu": kwargs["mtu"] + extra}
-        X, U = simulate(case, desc=f"solver {name}", **kwargs)
-        dt_record = case.coarse_dt * kwargs.get("record_every", 1)
-        if with_target:
+        chunks = chunk_tasks(case, **kwargs)
+        parts[name] = [None] * len(chunks)
+        for t in chunks:
+            tasks.append({**t, "job": name, "with_target": with_target})
+            names.append(f"{name}[{t['chunk']}]")
+
+    def write_when_complete(i: int, result) -> None:
+        task = tasks[i]
+        name = task["job"]
+        parts[name][task["chunk"]] = result
+        if any(p is None for p in parts[name]):
+            return
+        X = np.concatenate([p[0] for p in parts[name]])
+        U = np.concatenate([p[1] for p in parts[name]])
+        target = None
+        if task["with_target"]:
             X, target = closure_target(case, X, U)
-        else:
-            target = None
-        write_netcdf(to_dataset(case, X, target, dt_record, f"Lorenz96 truth: {name}"), path)
+        dt_record = case.coarse_dt * task["record_every"]
+        write_netcdf(to_dataset(case, X, target, dt_record, f"Lorenz96 truth: {name}"), out / f"{name}.nc")
+        parts[name] = []
+
+    map_tasks(simulate_chunk, tasks, names, write_when_complete, case.executor, case.workers, log=log)

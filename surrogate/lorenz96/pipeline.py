@@ -33,11 +33,11 @@ class Lorenz96Pipeline(Pipeline):
 
     @classmethod
     def data_config(cls, case: Lorenz96Case) -> dict[str, Any]:
-        return {"format": 2, "seed": case.seed, "solver": case.solver.model_dump(),
+        return {"format": 3, "seed": case.seed, "solver": case.solver.model_dump(),
                 "data": case.data.model_dump(), "target": case.coarse.target}
 
     def generate_data(self, out: Path) -> None:
-        truth_data.generate(self.case, out)
+        truth_data.generate(self.case, out, self.log)
 
     # ----------------------------------------------------------------- fit
     def _model(self, spec, K: int | None = None) -> HybridModel:

@@ -6,7 +6,6 @@ alone, generation resumes where it stopped, and a larger training set contains t
 from __future__ import annotations
 
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from surrogate.core.executor import map_tasks
 from surrogate.core.store import atomic_path, read_netcdf, write_netcdf
 from surrogate.mmgp.fem import SCALAR_OUTPUTS, solve_specimen
 from surrogate.mmgp.geometry import SpecimenFamily, draw_specimen, mesh_specimen
@@ -54,13 +54,9 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLIT_CODES[split], index])
 
 
-def _make_sample(task: dict[str, Any]) -> str:
-    """Draw, mesh, solve and write one sample (runs in a worker process)."""
-    out = Path(task["out"])
+def solve_sample(task: dict[str, Any]) -> xr.Dataset:
+    """Draw, mesh and solve one sample (a solver task: it reads and writes no files)."""
     name = sample_name(task["split"], task["index"])
-    nc_file = out / f"{name}.nc"
-    if nc_file.exists():
-        return name
     family = SpecimenFamily(**task["family"])
     if task["split"] == "ood":
         family = family.out_of_range()
@@ -77,9 +73,7 @@ def _make_sample(task: dict[str, Any]) -> str:
     ds = to_dataset(nodes, triangles, fields, inputs, sol.scalars, shape.parameters(), name)
     ds.attrs.update(split=task["split"], index=task["index"], mesh_size=shape.mesh_size, solve_seconds=seconds,
                     newton_iterations=sol.newton.iterations if sol.newton else 0, physics_model=physics["model"])
-    write_vtu(out / f"{name}.vtu", nodes, triangles, fields)
-    write_netcdf(ds, nc_file)
-    return name
+    return ds
 
 
 def to_dataset(nodes, triangles, fields, inputs: dict[str, float], outputs: dict[str, float],
@@ -127,24 +121,23 @@ def write_vtu(path: Path, nodes: np.ndarray, triangles: np.ndarray, fields: dict
 
 
 def generate(out: Path, seed: int, family: SpecimenFamily, physics: dict[str, Any], counts: dict[str, int],
-             workers: int = 1, log=print) -> None:
-    """Solve every missing sample of every split into `out` (over `workers` local processes)."""
+             executor="local", workers: int = 1, log=print) -> None:
+    """Solve every missing sample of every split into `out` (one solver task per sample)."""
     family_dict = dict(family.__dict__)
-    tasks = [{"out": str(out), "split": split, "index": i, "seed": seed, "family": family_dict, "physics": physics}
+    tasks = [{"split": split, "index": i, "seed": seed, "family": family_dict, "physics": physics}
              for split in SPLITS for i in range(counts[split])]
     todo = [t for t in tasks if not (out / f"{sample_name(t['split'], t['index'])}.nc").exists()]
-    log(f"data: {len(tasks) - len(todo)} of {len(tasks)} samples present; solving {len(todo)} on {workers} process(es)")
-    t0 = time.perf_counter()
-    if workers <= 1:
-        for k, task in enumerate(todo, 1):
-            _make_sample(task)
-            if k % 50 == 0:
-                log(f"data: {k}/{len(todo)} samples ({time.perf_counter() - t0:.0f} s)")
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for k, _ in enumerate(pool.map(_make_sample, todo, chunksize=4), 1):
-                if k % 50 == 0:
-                    log(f"data: {k}/{len(todo)} samples ({time.perf_counter() - t0:.0f} s)")
+    log(f"data: {len(tasks) - len(todo)} of {len(tasks)} samples present")
+
+    def write(i: int, ds: xr.Dataset) -> None:
+        name = sample_name(todo[i]["split"], todo[i]["index"])
+        fields = {f: ds[f].values for f in FIELDS}
+        nodes = np.column_stack([ds.node_x.values, ds.node_y.values])
+        write_vtu(out / f"{name}.vtu", nodes, ds.face_nodes.values, fields)
+        write_netcdf(ds, out / f"{name}.nc")  # last: its presence marks the sample done
+
+    names = [sample_name(t["split"], t["index"]) for t in todo]
+    map_tasks(solve_sample, todo, names, write, executor, workers, log=log)
 
 
 def read_sample(path: Path) -> Sample:

@@ -48,7 +48,7 @@ class MMGPPipeline(Pipeline):
         write_json(out / "config.json", cfg)
         reuse_samples(out, cfg, self.log)
         D.generate(out, self.case.seed, specimen_family(self.case), cfg["physics"], cfg["counts"],
-                   self.case.data.workers, self.log)
+                   self.case.executor, self.case.workers, self.log)
 
     # ----------------------------------------------------------------- fit
     def _build(self, spec):

@@ -57,7 +57,6 @@ class DataSpec(Section):
     n_train: int = Field(500, ge=2, le=100_000)
     n_test: int = Field(200, ge=1, le=100_000)
     n_ood: int = Field(4, ge=0, le=10_000, description="out-of-range shapes (another notch family)")
-    workers: int = Field(1, ge=1, le=256, description="local processes for the solver")
 
 
 class MMGPSpec(MethodSpec):

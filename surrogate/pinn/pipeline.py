@@ -8,13 +8,14 @@ import numpy as np
 import torch
 import xarray as xr
 
+from surrogate.core.executor import map_tasks
 from surrogate.core.methods import method_name, write_index
 from surrogate.core.metrics import relative_l2
 from surrogate.core.report import metric_row, save_figure
 from surrogate.core.runner import Pipeline
 from surrogate.core.store import RunFolder, read_json, read_netcdf, write_netcdf
 from surrogate.pinn.field import FieldModel, coord_attrs
-from surrogate.pinn.pdes import cf_order, grid_points
+from surrogate.pinn.pdes import cf_order, grid_points, make_problem
 from surrogate.pinn.pig import PIG
 from surrogate.pinn.schema import PINNCase
 from surrogate.pinn.training import train_pig
@@ -31,6 +32,23 @@ TABLE = ["rel_l2", "rel_l2_best_during_training", "train_seconds", "steps", "par
 
 def test_points(case: PINNCase) -> dict[str, int]:
     return {**DEFAULT_TEST_POINTS[case.pde.name], **case.data.test_points}
+
+
+def reference_solution(task: dict[str, Any]) -> xr.Dataset:
+    """The solver task of a PINN case: the reference solution on the test grid, as a CF dataset."""
+    pde = task["pde"]
+    problem = make_problem(pde["name"], pde["params"], pde["domain"])
+    grid = problem.test_grid(task["points"])
+    u = problem.reference(grid, quadrature_nodes=task["quadrature_nodes"], modes=task["modes"], dt=task["dt"])
+    how = {"burgers": f"Cole-Hopf integral, {task['quadrature_nodes']}-node Gauss-Hermite quadrature",
+           "allen_cahn": f"Fourier spectral ETDRK4, {task['modes']} modes, dt = {task['dt']:g}"}
+    how = how.get(problem.name, "exact")
+    dims = cf_order(problem.coords)
+    return xr.Dataset(
+        {"u": (dims, u, {"long_name": f"reference solution of {problem.name}", "units": "1",
+                         "surrogate_role": "reference"})},
+        coords={c: (c, grid[c], coord_attrs(c, problem)) for c in dims},
+        attrs={"title": f"{problem.name} reference solution", "source": how, "pde_parameters": str(problem.params)})
 
 
 class PINNPipeline(Pipeline):
@@ -50,20 +68,12 @@ class PINNPipeline(Pipeline):
         target = out / "reference.nc"
         if target.exists():
             return
-        problem = self.case.problem()
-        grid = problem.test_grid(test_points(self.case))
         d = self.case.data
-        u = problem.reference(grid, quadrature_nodes=d.quadrature_nodes, modes=d.modes, dt=d.dt)
-        how = {"burgers": f"Cole-Hopf integral, {d.quadrature_nodes}-node Gauss-Hermite quadrature",
-               "allen_cahn": f"Fourier spectral ETDRK4, {d.modes} modes, dt = {d.dt:g}"}.get(problem.name, "exact")
-        dims = cf_order(problem.coords)
-        ds = xr.Dataset(
-            {"u": (dims, u, {"long_name": f"reference solution of {problem.name}", "units": "1",
-                             "surrogate_role": "reference"})},
-            coords={c: (c, grid[c], coord_attrs(c, problem)) for c in dims},
-            attrs={"title": f"{problem.name} reference solution", "source": how,
-                   "pde_parameters": str(problem.params)})
-        write_netcdf(ds, target)
+        task = {"pde": self.case.pde.model_dump(mode="json"), "points": test_points(self.case),
+                "quadrature_nodes": d.quadrature_nodes, "modes": d.modes, "dt": d.dt}
+        # one solver task (the reference solution), through the case's executor like every family's data
+        map_tasks(reference_solution, [task], ["reference"], lambda i, ds: write_netcdf(ds, target),
+                  self.case.executor, 1, log=self.log)
 
     # ------------------------------------------------------------------ fit
     def _problem_spec(self) -> dict[str, Any]:
