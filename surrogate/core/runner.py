@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import xarray as xr
 
+from surrogate.core import distributed
 from surrogate.core.case import Case
 from surrogate.core.report import metrics_table
 from surrogate.core.store import (
@@ -44,7 +45,7 @@ class Pipeline(ABC):
 
     def __init__(self, case: Case, run: RunFolder, log: Callable[[str], None] = print):
         self.case, self.run, self.log = case, run, log
-        self.device = resolve_device(case.device)
+        self.device = distributed.device_for(resolve_device(case.device))
 
     @classmethod
     @abstractmethod
@@ -65,6 +66,11 @@ class Pipeline(ABC):
 
     def report(self, data: Path, metrics: dict[str, Any], predictions: xr.Dataset) -> None:
         """Draw figures into run/figures."""
+
+    @classmethod
+    def batch_sizes(cls, case: Case) -> dict[str, int]:
+        """Global batch sizes of the case's training, by key path (checked against the torchrun world size)."""
+        return {}
 
     @classmethod
     @abstractmethod
@@ -141,12 +147,41 @@ def peak_memory_mib() -> float:
     return max(own, kids) / 1024.0
 
 
+def follow_main_rank(case: Case, pipeline_cls: type[Pipeline]) -> RunFolder:
+    """A rank > 0 under torchrun: train beside rank 0 in a scratch folder, write nothing to the run.
+
+    Rank 0 owns the run folder and the solver data. The scratch folder starts as a copy of the run's
+    checkpoints and models, so every rank resumes from the same state; DDP keeps the weights equal.
+    """
+    import tempfile
+
+    shared = distributed.broadcast(None)
+    main = RunFolder(Path(shared["run"]))
+    if shared["fit"]:
+        with tempfile.TemporaryDirectory(prefix=f"surrogate-rank{distributed.rank()}-") as tmp:
+            scratch = RunFolder(Path(tmp))
+            for sub in ("checkpoints", "model"):
+                if (main.path / sub).exists():
+                    shutil.copytree(main.path / sub, scratch.path / sub)
+            (scratch.path / "data").symlink_to(main.path / "data")
+            distributed.barrier()
+            seed_everything(case.seed)
+            pipeline_cls(case, scratch, Log(None, quiet=True)).fit(scratch.path / "data")
+    return main
+
+
 def run_case(case: Case, results: str | Path = "results", fresh: bool = False, quiet: bool = False) -> RunFolder:
-    """Run (or resume) a validated case; returns its run folder."""
+    """Run (or resume) a validated case; returns its run folder. Under torchrun, rank 0 runs the case
+    and the other ranks join its training (`follow_main_rank`)."""
     from surrogate.core import registry
 
     results = Path(results)
     pipeline_cls = registry.pipeline_class(case.pipeline)
+    if distributed.init_from_environment():
+        for key, size in pipeline_cls.batch_sizes(case).items():  # before anything is written, on every rank
+            distributed.check_divides(size, key)
+        if not distributed.is_main():
+            return follow_main_rank(case, pipeline_cls)
     case_dir = results / case.name
     digest = case.digest()
     run = None if fresh else find_resumable(case_dir, digest)
@@ -162,7 +197,7 @@ def run_case(case: Case, results: str | Path = "results", fresh: bool = False, q
         case=case.name, family=pipeline_cls.family, profile=case.profile, case_digest=digest, seed=case.seed,
         status="running", started=meta.get("started") or _dt.datetime.now().isoformat(timespec="seconds"),
         resumed=meta.get("resumed", 0) + int(resumed), git_commit=git_commit(), versions=environment(),
-        stages_done=meta.get("stages_done", []),
+        stages_done=meta.get("stages_done", []), world_size=distributed.world_size(),
     )
     write_yaml(run.case_file, {"name": case.name, "profile": case.profile, **case.resolved()})
     log(f"{'resuming' if resumed else 'starting'} run {run.path}")
@@ -174,6 +209,11 @@ def run_case(case: Case, results: str | Path = "results", fresh: bool = False, q
         link_data(cache, run.path / "data")
         data = run.path / "data"
         log(f"data: ready (peak memory so far {peak_memory_mib():.0f} MiB)")
+        if distributed.active():  # the other ranks wait for this: where the run is, and whether to train
+            distributed.broadcast({"run": str(run.path), "fit": not run.stage_done("fit")})
+            if not run.stage_done("fit"):
+                distributed.barrier()
+                log(f"fit: {distributed.world_size()} processes (torchrun, DistributedDataParallel)")
         if not run.stage_done("fit"):
             seed_everything(case.seed)
             pipeline.fit(data)

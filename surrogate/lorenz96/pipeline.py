@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from surrogate.core import distributed
 from surrogate.core import metrics as M
 from surrogate.core.case import stable_hash
 from surrogate.core.methods import method_name, write_index
@@ -36,6 +37,15 @@ class Lorenz96Pipeline(Pipeline):
         return {"format": 3, "seed": case.seed, "solver": case.solver.model_dump(),
                 "data": case.data.model_dump(), "target": case.coarse.target}
 
+    @classmethod
+    def batch_sizes(cls, case: Lorenz96Case) -> dict[str, int]:
+        sizes = {}
+        for m in case.methods:
+            cfg = case.train_for(m)
+            sizes[f"{m.label}: train.batch_size"] = cfg.batch_size
+            sizes[f"{m.label}: train.rollout_batch_size"] = cfg.rollout_batch_size
+        return sizes
+
     def generate_data(self, out: Path) -> None:
         truth_data.generate(self.case, out, self.log)
 
@@ -56,7 +66,8 @@ class Lorenz96Pipeline(Pipeline):
                    rollout: bool = True) -> None:
         cfg = self.case.train_for(spec)
         if K is not None:  # same number of sites per batch as at the case's K, so as many gradient steps
-            cfg = cfg.model_copy(update={"batch_size": max(8, round(cfg.batch_size * self.case.solver.K / K))})
+            size = max(8, round(cfg.batch_size * self.case.solver.K / K))
+            cfg = cfg.model_copy(update={"batch_size": size - size % distributed.world_size()})
         ckpt = self.run.sub("checkpoints")
         # each method draws its initial weights from its own seed, so a resumed run that skips
         # finished methods builds the remaining ones exactly as an uninterrupted run would

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from surrogate.core import distributed
 from surrogate.core.training import Trainer, batches
 from surrogate.lorenz96.hybrid import HybridModel
 
@@ -42,6 +43,8 @@ def train_offline(model: HybridModel, X: np.ndarray, target: np.ndarray, cfg: An
     method.to(device)
     scale = float(method.y_std)
     opt, sched = _optimiser(method.parameters(), cfg.lr, cfg.weight_decay, cfg.epochs, cfg)
+    distributed.check_divides(cfg.batch_size, "train.batch_size")
+    net = distributed.wrap(method)  # under torchrun: DDP; each rank takes its part of every batch
 
     if cfg.batching == "contiguous":  # consecutive time steps of one trajectory per batch, in order
         per = inputs.shape[1]
@@ -54,13 +57,15 @@ def train_offline(model: HybridModel, X: np.ndarray, target: np.ndarray, cfg: An
     def epoch(e: int) -> float:
         total, n = 0.0, 0
         for idx in order(e):
-            pred = method(x[idx])
-            loss = torch.mean(((pred - y[idx]) / scale) ** 2)
+            part, weight = distributed.shard(idx)
+            pred = net(x[part])
+            mse = torch.mean(((pred - y[part]) / scale) ** 2)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (mse * weight).backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
-            n += len(idx)
+            total += float(mse.detach()) * len(part)
+            n += len(part)
+        total, n = distributed.sum_over_ranks(total, n)
         return total / n
 
     return Trainer(method, opt, sched, checkpoint, cfg.epochs, desc).run(epoch)
@@ -90,10 +95,14 @@ def train_rollout(model: HybridModel, X: np.ndarray, cfg: Any, checkpoint: Path,
     x_scale = float(X.std())
     method.to(device)
     opt, sched = _optimiser(method.parameters(), cfg.rollout_lr, cfg.weight_decay, cfg.rollout_epochs, cfg)
+    distributed.check_divides(cfg.rollout_batch_size, "train.rollout_batch_size")
 
     def epoch(e: int) -> float:
         total, n = 0.0, 0
         for idx in batches(len(w), cfg.rollout_batch_size, seed + 1, e):
+            # the closure runs `steps` times per loss, which DDP's bookkeeping does not allow: the
+            # gradients are averaged over ranks explicitly instead
+            idx, weight = distributed.shard(idx)
             traj = w[idx]
             state = traj[:, 0]
             loss = 0.0
@@ -102,11 +111,13 @@ def train_rollout(model: HybridModel, X: np.ndarray, cfg: Any, checkpoint: Path,
                 loss = loss + torch.mean(((state - traj[:, i]) / x_scale) ** 2)
             loss = loss / steps
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()
+            distributed.average_gradients(method.parameters())
             torch.nn.utils.clip_grad_norm_(method.parameters(), 1.0)
             opt.step()
             total += float(loss.detach()) * len(idx)
             n += len(idx)
+        total, n = distributed.sum_over_ranks(total, n)
         return total / n
 
     return Trainer(method, opt, sched, checkpoint, cfg.rollout_epochs, desc).run(epoch)
