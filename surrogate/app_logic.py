@@ -526,13 +526,13 @@ def lorenz96_settings(run_path: str | Path) -> dict[str, Any]:
 
 def lorenz96_held_out(run_path: str | Path) -> tuple[np.ndarray | None, str]:
     """The held-out truth trajectories X (trajectory, time, K) of data/test.nc."""
+    from surrogate.core.store import data_path, read_data
+
     p = Path(run_path) / "data" / "test.nc"
-    if not p.exists():
+    if data_path(p) is None:
         return None, "This run has no data/test.nc (its solver stage did not finish)."
     try:
-        from surrogate.core.store import read_netcdf
-
-        return np.asarray(read_netcdf(p)["X"].values), ""
+        return np.asarray(read_data(p)["X"].values), ""
     except Exception as err:  # a truncated or foreign file: say so, the page keeps working
         return None, f"data/test.nc is unreadable ({type(err).__name__}: {err})"
 

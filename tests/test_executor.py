@@ -1,4 +1,5 @@
-"""Solver tasks on local processes and on Dask give the same data; failures are retried, then reported."""
+"""Solver tasks on local processes and on Dask give the same data; failures are retried, then reported.
+NetCDF and Zarr hold the same data."""
 from __future__ import annotations
 
 import sys
@@ -12,7 +13,7 @@ from surrogate.cli import main
 from surrogate.core import registry
 from surrogate.core.case import CaseError, load_case
 from surrogate.core.executor import DaskExecutor, TaskFailed, map_tasks
-from surrogate.core.store import RunFolder
+from surrogate.core.store import RunFolder, read_data, read_json
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
 VOLATILE = {"history", "solve_seconds"}  # when a file was written, and how long its solve took
@@ -36,15 +37,19 @@ def cluster(plain_main_module):
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as c:
-        yield c
+    import dask
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+    with cluster:
+        yield cluster
 
 
 def generate(case_file: str, out: Path, *overrides: str) -> dict[str, xr.Dataset]:
     case = load_case(CASES / case_file, "smoke", list(overrides))
     out.mkdir(parents=True)
     registry.pipeline_class(case.pipeline)(case, RunFolder(out), log=lambda m: None).generate_data(out)
-    return {p.name: xr.load_dataset(p) for p in sorted(out.glob("*.nc"))}
+    return {p.stem: read_data(p.with_suffix(".nc")) for p in sorted([*out.glob("*.nc"), *out.glob("*.zarr")])}
 
 
 def same_data(a: dict[str, xr.Dataset], b: dict[str, xr.Dataset]) -> bool:
@@ -130,3 +135,24 @@ def test_bad_executor_settings_say_what_is_allowed():
         with pytest.raises(CaseError, match=message):
             load_case(CASES / "lorenz96_mno.yaml", "smoke", [override])
     assert np.isfinite(load_case(CASES / "lorenz96_mno.yaml", "smoke", ["workers=2"]).workers)
+
+
+# ------------------------------------------------------------------ zarr
+@pytest.mark.parametrize("case_file", ["lorenz96_mno.yaml", "mmgp.yaml"])
+def test_zarr_stores_hold_the_same_data_as_netcdf_files(case_file, tmp_path):
+    pytest.importorskip("zarr")
+    netcdf = generate(case_file, tmp_path / "netcdf")
+    zarr = generate(case_file, tmp_path / "zarr", "data.format=zarr")
+    assert not list((tmp_path / "zarr").glob("*.nc")) and list((tmp_path / "zarr").glob("*.zarr"))
+    assert same_data(netcdf, zarr)
+
+
+def test_a_case_runs_end_to_end_on_zarr_data_with_the_same_metrics(helmholtz_smoke_run, tmp_path):
+    pytest.importorskip("zarr")
+    import surrogate
+
+    run = Path(surrogate.run(CASES / "pig_helmholtz.yaml", profile="smoke", overrides=["data.format=zarr"],
+                             results=tmp_path, quiet=True))
+    assert (run / "data" / "reference.zarr").is_dir() and not (run / "data" / "reference.nc").exists()
+    accuracy = lambda path: [r for r in read_json(path / "metrics.json")["rows"] if r["unit"] != "s"]  # noqa: E731
+    assert accuracy(run) == accuracy(Path(helmholtz_smoke_run))

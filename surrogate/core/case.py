@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Union
+from typing import Annotated, Any, Iterable, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -27,6 +27,13 @@ class Section(BaseModel):
     """Base of every case section: unknown keys are errors, never silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataSection(Section):
+    """Base of a family's `data:` section: keys every family's solver data has."""
+
+    format: Literal["netcdf", "zarr"] = Field("netcdf", description="netcdf files, or zarr stores (chunked, "
+                                                                    "for object storage and large sweeps)")
 
 
 class Case(Section):

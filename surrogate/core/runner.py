@@ -130,14 +130,21 @@ def cached_data(pipeline_cls: type[Pipeline], case: Case, results: Path, make: C
 def link_data(cache: Path, run_data: Path) -> None:
     """Hard-link the cached files into the run folder (copy where links are not possible)."""
     run_data.mkdir(parents=True, exist_ok=True)
-    for f in cache.glob("*.nc"):
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for f in [*cache.glob("*.nc"), *cache.glob("*.zarr")]:
         dst = run_data / f.name
         if dst.exists():
             continue
-        try:
-            os.link(f, dst)
-        except OSError:
-            shutil.copy2(f, dst)
+        if f.is_dir():  # a Zarr store: the same tree, its files linked
+            shutil.copytree(f, dst, copy_function=link)
+        else:
+            link(f, dst)
 
 
 def peak_memory_mib() -> float:

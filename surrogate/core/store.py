@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -70,8 +71,8 @@ def write_yaml(path: str | Path, data: Any) -> None:
     write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
-def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
-    """Write a dataset with CF global attributes; every data variable must carry units and long_name."""
+def _cf(ds: xr.Dataset) -> xr.Dataset:
+    """The dataset with CF global attributes; every variable must carry units and long_name."""
     missing = [str(n) for n, v in ds.variables.items() if "units" not in v.attrs or "long_name" not in v.attrs]
     if missing:
         raise ValueError(f"variables without CF units/long_name: {', '.join(missing)}")
@@ -80,13 +81,61 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
     ds.attrs["history"] = (
         ds.attrs.get("history", "") + f"\n{_now()} written by surrogate {_version()}"
     ).strip()
+    return ds
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
     with atomic_path(path, suffix=".nc") as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4")
+        _cf(ds).to_netcdf(tmp, engine="netcdf4")
 
 
 def read_netcdf(path: str | Path) -> xr.Dataset:
     with xr.open_dataset(path, engine="netcdf4") as ds:
         return ds.load()
+
+
+# Solver data are named `<name>.nc` throughout; with `data.format: zarr` the same dataset is the Zarr
+# store `<name>.zarr` beside it. These three functions are the only places that know.
+DATA_FORMATS = ("netcdf", "zarr")
+
+
+def write_data(ds: xr.Dataset, path: str | Path, fmt: str = "netcdf", chunks: dict[str, int] | None = None) -> None:
+    """Write solver data as NetCDF (`path`) or as a Zarr store (`path` with suffix .zarr), atomically."""
+    path = Path(path)
+    if fmt == "netcdf":
+        return write_netcdf(ds, path)
+    if fmt != "zarr":
+        raise ValueError(f"data format {fmt!r} is not known; allowed: {', '.join(DATA_FORMATS)}")
+    target = path.with_suffix(".zarr")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        ds = _cf(ds)
+        if chunks:
+            ds = ds.chunk({k: v for k, v in chunks.items() if k in ds.dims})
+        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)  # v2: what most readers know
+        os.replace(tmp, target)  # a directory: the rename is atomic when the target does not exist yet
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def data_path(path: str | Path) -> Path | None:
+    """Where the dataset `<name>.nc` is: the NetCDF file, its Zarr store, or None."""
+    path = Path(path)
+    for candidate in (path, path.with_suffix(".zarr")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def read_data(path: str | Path) -> xr.Dataset:
+    found = data_path(path)
+    if found is None:
+        raise FileNotFoundError(f"no solver data {path} (nor {Path(path).with_suffix('.zarr').name})")
+    if found.suffix == ".zarr":
+        with xr.open_zarr(found, consolidated=True) as ds:
+            return ds.load()
+    return read_netcdf(found)
 
 
 def save_weights(path: str | Path, state: dict[str, Any]) -> None:

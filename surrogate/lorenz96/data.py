@@ -7,7 +7,7 @@ import numpy as np
 import xarray as xr
 
 from surrogate.core.executor import map_tasks
-from surrogate.core.store import write_netcdf
+from surrogate.core.store import data_path, write_data
 from surrogate.lorenz96.physics import TwoScaleLorenz96, l96_tendency, random_initial_state
 
 CHUNK = 250  # trajectories integrated together; bounds memory at large K*J
@@ -99,7 +99,7 @@ def generate(case, out: Path, log=print) -> None:
     extra = case.coarse_dt if case.coarse.target == "residual" else 0.0
     tasks, names, parts = [], [], {}
     for name, kwargs, with_target in jobs:
-        if (out / f"{name}.nc").exists():
+        if data_path(out / f"{name}.nc"):
             continue
         if with_target:
             kwargs = {**kwargs, "mtu": kwargs["mtu"] + extra}
@@ -121,7 +121,8 @@ def generate(case, out: Path, log=print) -> None:
         if task["with_target"]:
             X, target = closure_target(case, X, U)
         dt_record = case.coarse_dt * task["record_every"]
-        write_netcdf(to_dataset(case, X, target, dt_record, f"Lorenz96 truth: {name}"), out / f"{name}.nc")
+        write_data(to_dataset(case, X, target, dt_record, f"Lorenz96 truth: {name}"), out / f"{name}.nc",
+                   case.data.format, chunks={"trajectory": CHUNK})
         parts[name] = []
 
     map_tasks(simulate_chunk, tasks, names, write_when_complete, case.executor, case.workers, log=log)

@@ -15,7 +15,7 @@ from surrogate.core.case import stable_hash
 from surrogate.core.methods import method_name, write_index
 from surrogate.core.report import save_figure
 from surrogate.core.runner import Pipeline
-from surrogate.core.store import RunFolder, load_weights, read_json, read_netcdf, write_json
+from surrogate.core.store import RunFolder, load_weights, read_data, read_json, write_json
 from surrogate.lorenz96 import data as truth_data
 from surrogate.lorenz96 import evaluation as E
 from surrogate.lorenz96.closures import build
@@ -98,7 +98,7 @@ class Lorenz96Pipeline(Pipeline):
         model_dir = self.run.sub("model")
         hist_file = model_dir / "training.json"
         history = read_json(hist_file) if hist_file.exists() else {}
-        train = read_netcdf(data / "train.nc")
+        train = read_data(data / "train.nc")
         X, target = train["X"].values, train["target"].values
         names = [m.label for m in case.methods]
         write_index(model_dir, case.surrogate.label, names)
@@ -109,7 +109,7 @@ class Lorenz96Pipeline(Pipeline):
         for K in case.data.transfer_K:
             name = f"{case.surrogate.label}_retrained_K{K}"
             if not (model_dir / f"{name}.json").exists():
-                t = read_netcdf(data / f"transfer_train_K{K}.nc")
+                t = read_data(data / f"transfer_train_K{K}.nc")
                 self._train_one(case.surrogate, name, t["X"].values, t["target"].values, model_dir, history, K,
                                 rollout=False)
                 write_json(hist_file, history)
@@ -120,9 +120,9 @@ class Lorenz96Pipeline(Pipeline):
         model_dir = self.run.path / "model"
         ours = case.surrogate.label
         models = {m.label: HybridModel.load(model_dir, m.label, self.device) for m in case.methods}
-        test = read_netcdf(data / "test.nc")
+        test = read_data(data / "test.nc")
         Xt, Tt = test["X"].values, test["target"].values
-        climate_mean = float(read_netcdf(data / "train.nc")["X"].mean())
+        climate_mean = float(read_data(data / "train.nc")["X"].mean())
         rows: list[dict[str, Any]] = []
         seed = case.seed
 
@@ -157,7 +157,7 @@ class Lorenz96Pipeline(Pipeline):
                                           ev.bootstrap, seed))
 
         # climate: free runs against two independent truth ensembles
-        ca, cb = read_netcdf(data / "climate_a.nc")["X"].values, read_netcdf(data / "climate_b.nc")["X"].values
+        ca, cb = read_data(data / "climate_a.nc")["X"].values, read_data(data / "climate_b.nc")["X"].values
         bins = np.linspace(*ev.hist_range, ev.hist_bins + 1)
         record = max(1, case.steps(d.climate_record_mtu))
         max_lag = max(1, int(round(ev.acf_max_lag_mtu / (record * case.coarse_dt))))
@@ -184,7 +184,7 @@ class Lorenz96Pipeline(Pipeline):
             plain.method.ring_size = None
             variants[f"{ours}_modes_by_index"] = plain
         for K in d.transfer_K:
-            t = read_netcdf(data / f"transfer_test_K{K}.nc")
+            t = read_data(data / f"transfer_test_K{K}.nc")
             Xk, Tk = t["X"].values, t["target"].values
             retrained = HybridModel.load(model_dir, f"{ours}_retrained_K{K}", self.device)
             ref, _ = E.closure_scores(retrained, Xk, Tk)

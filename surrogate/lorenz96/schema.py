@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
-from surrogate.core.case import Section
+from surrogate.core.case import DataSection, Section
 from surrogate.core.methods import MethodsCase, MethodSpec, baselines_from
 
 
@@ -20,7 +20,7 @@ class SolverSpec(Section):
     y_periodicity: Literal["ring", "sector"] = "ring"
 
 
-class DataSpec(Section):
+class DataSpec(DataSection):
     sample_every: int = Field(5, ge=1, description="solver steps between samples; one coarse step")
     spinup_mtu: float = Field(5.0, ge=0, description="warm-up onto the attractor, discarded")
     n_train: int = Field(100, ge=1, description="training trajectories")

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from surrogate.core.executor import map_tasks
-from surrogate.core.store import atomic_path, read_netcdf, write_netcdf
+from surrogate.core.store import atomic_path, data_path, read_data, write_data
 from surrogate.mmgp.fem import SCALAR_OUTPUTS, solve_specimen
 from surrogate.mmgp.geometry import SpecimenFamily, draw_specimen, mesh_specimen
 
@@ -121,12 +121,12 @@ def write_vtu(path: Path, nodes: np.ndarray, triangles: np.ndarray, fields: dict
 
 
 def generate(out: Path, seed: int, family: SpecimenFamily, physics: dict[str, Any], counts: dict[str, int],
-             executor="local", workers: int = 1, log=print) -> None:
+             executor="local", workers: int = 1, log=print, fmt: str = "netcdf") -> None:
     """Solve every missing sample of every split into `out` (one solver task per sample)."""
     family_dict = dict(family.__dict__)
     tasks = [{"split": split, "index": i, "seed": seed, "family": family_dict, "physics": physics}
              for split in SPLITS for i in range(counts[split])]
-    todo = [t for t in tasks if not (out / f"{sample_name(t['split'], t['index'])}.nc").exists()]
+    todo = [t for t in tasks if not data_path(out / f"{sample_name(t['split'], t['index'])}.nc")]
     log(f"data: {len(tasks) - len(todo)} of {len(tasks)} samples present")
 
     def write(i: int, ds: xr.Dataset) -> None:
@@ -134,14 +134,14 @@ def generate(out: Path, seed: int, family: SpecimenFamily, physics: dict[str, An
         fields = {f: ds[f].values for f in FIELDS}
         nodes = np.column_stack([ds.node_x.values, ds.node_y.values])
         write_vtu(out / f"{name}.vtu", nodes, ds.face_nodes.values, fields)
-        write_netcdf(ds, out / f"{name}.nc")  # last: its presence marks the sample done
+        write_data(ds, out / f"{name}.nc", fmt)  # last: its presence marks the sample done
 
     names = [sample_name(t["split"], t["index"]) for t in todo]
     map_tasks(solve_sample, todo, names, write, executor, workers, log=log)
 
 
 def read_sample(path: Path) -> Sample:
-    ds = read_netcdf(path)
+    ds = read_data(path)
     return Sample(
         name=path.stem, nodes=np.column_stack([ds.node_x.values, ds.node_y.values]),
         triangles=ds.face_nodes.values.astype(np.int64), fields={k: ds[k].values for k in FIELDS},
@@ -152,7 +152,7 @@ def read_sample(path: Path) -> Sample:
 
 
 def read_split(data: Path, split: str, n: int | None = None) -> list[Sample]:
-    files = sorted(Path(data).glob(f"{split}_*.nc"))
+    files = sorted(Path(data).glob(f"{split}_*.nc")) or sorted(Path(data).glob(f"{split}_*.zarr"))
     if n is not None:
         files = files[:n]
     return [read_sample(f) for f in files]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -41,14 +42,15 @@ class MMGPPipeline(Pipeline):
         d = case.data
         return {"format": 1, "seed": case.seed, "geometry": dict(specimen_family(case).__dict__),
                 "physics": case.physics.model_dump(mode="json"),
-                "counts": {"train": d.n_train, "test": d.n_test, "ood": d.n_ood}}
+                "counts": {"train": d.n_train, "test": d.n_test, "ood": d.n_ood},
+                **({"data_format": d.format} if d.format != "netcdf" else {})}
 
     def generate_data(self, out: Path) -> None:
         cfg = self.data_config(self.case)
         write_json(out / "config.json", cfg)
         reuse_samples(out, cfg, self.log)
         D.generate(out, self.case.seed, specimen_family(self.case), cfg["physics"], cfg["counts"],
-                   self.case.executor, self.case.workers, self.log)
+                   self.case.executor, self.case.workers, self.log, self.case.data.format)
 
     # ----------------------------------------------------------------- fit
     def _build(self, spec):
@@ -274,6 +276,10 @@ def reuse_samples(out: Path, cfg: dict[str, Any], log) -> None:
                     if src.exists() and not dst.exists():
                         os.link(src, dst)
                         linked += suffix == ".nc"
+                    zarr_src, zarr_dst = src.with_suffix(".zarr"), dst.with_suffix(".zarr")
+                    if suffix == ".nc" and zarr_src.exists() and not zarr_dst.exists():
+                        shutil.copytree(zarr_src, zarr_dst, copy_function=os.link)
+                        linked += 1
     if linked:
         log(f"data: {linked} samples linked from caches of the same configuration")
 

@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator
 
-from surrogate.core.case import Section
+from surrogate.core.case import DataSection, Section
 from surrogate.core.methods import MethodsCase, MethodSpec, baselines_from
 
 Range = tuple[float, float]
@@ -53,7 +53,7 @@ class PhysicsSpec(Section):
         return v
 
 
-class DataSpec(Section):
+class DataSpec(DataSection):
     n_train: int = Field(500, ge=2, le=100_000)
     n_test: int = Field(200, ge=1, le=100_000)
     n_ood: int = Field(4, ge=0, le=10_000, description="out-of-range shapes (another notch family)")

@@ -13,7 +13,7 @@ from surrogate.core.methods import method_name, write_index
 from surrogate.core.metrics import relative_l2
 from surrogate.core.report import metric_row, save_figure
 from surrogate.core.runner import Pipeline
-from surrogate.core.store import RunFolder, read_json, read_netcdf, write_netcdf
+from surrogate.core.store import RunFolder, data_path, read_data, read_json, write_data
 from surrogate.pinn.field import FieldModel, coord_attrs
 from surrogate.pinn.pdes import cf_order, grid_points, make_problem
 from surrogate.pinn.pig import PIG
@@ -58,6 +58,8 @@ class PINNPipeline(Pipeline):
     @classmethod
     def data_config(cls, case: PINNCase) -> dict[str, Any]:
         cfg = {"format": 1, "pde": case.pde.model_dump(mode="json"), "test_points": test_points(case)}
+        if case.data.format != "netcdf":
+            cfg["data_format"] = case.data.format
         if case.pde.name == "burgers":
             cfg["quadrature_nodes"] = case.data.quadrature_nodes
         if case.pde.name == "allen_cahn":
@@ -66,13 +68,14 @@ class PINNPipeline(Pipeline):
 
     def generate_data(self, out: Path) -> None:
         target = out / "reference.nc"
-        if target.exists():
+        if data_path(target):
             return
         d = self.case.data
         task = {"pde": self.case.pde.model_dump(mode="json"), "points": test_points(self.case),
                 "quadrature_nodes": d.quadrature_nodes, "modes": d.modes, "dt": d.dt}
         # one solver task (the reference solution), through the case's executor like every family's data
-        map_tasks(reference_solution, [task], ["reference"], lambda i, ds: write_netcdf(ds, target),
+        fmt = self.case.data.format
+        map_tasks(reference_solution, [task], ["reference"], lambda i, ds: write_data(ds, target, fmt, {"t": 64}),
                   self.case.executor, 1, log=self.log)
 
     # ------------------------------------------------------------------ fit
@@ -83,7 +86,7 @@ class PINNPipeline(Pipeline):
 
     def _monitor(self, data: Path):
         """Test error on a fixed subset of the reference grid (for learning curves)."""
-        ref = read_netcdf(data / "reference.nc")
+        ref = read_data(data / "reference.nc")
         coords = self.case.problem().coords
         pts = grid_points({c: ref[c].values for c in coords}, coords)
         u = ref["u"].values.ravel()
@@ -139,7 +142,7 @@ class PINNPipeline(Pipeline):
     def evaluate(self, data: Path) -> tuple[dict[str, Any], xr.Dataset]:
         problem = self.case.problem()
         model_dir = self.run.path / "model"
-        ref = read_netcdf(data / "reference.nc")
+        ref = read_data(data / "reference.nc")
         dims = cf_order(problem.coords)
         pts = grid_points({c: ref[c].values for c in problem.coords}, problem.coords)
         u_ref = ref["u"].values

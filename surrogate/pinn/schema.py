@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from surrogate.core.case import Case, Section
+from surrogate.core.case import Case, DataSection, Section
 from surrogate.core.methods import check_unique
 from surrogate.pinn.pdes import PROBLEMS, make_problem
 
@@ -23,7 +23,7 @@ class PDESpec(Section):
         return self
 
 
-class DataSpec(Section):
+class DataSpec(DataSection):
     test_points: dict[str, Annotated[int, Field(ge=2, le=100_000)]] = Field(
         default_factory=dict, description="evaluation grid points per coordinate; defaults per PDE")
     curve_points: int = Field(20_000, ge=1, description="test points monitored during training")
