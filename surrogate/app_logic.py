@@ -505,7 +505,7 @@ def stop_job(job: Job) -> None:
 LORENZ96_MAX_MTU = 5.0  # a live rollout of the truth solver must stay interactive
 
 
-def lorenz96_methods(run_path: str | Path) -> tuple[str | None, list[str]]:
+def saved_methods(run_path: str | Path) -> tuple[str | None, list[str]]:
     """(the surrogate's name, every method of the run) from model/index.json."""
     index, _ = _read_json(Path(run_path) / "model" / "index.json")
     if not isinstance(index, dict):

@@ -253,7 +253,7 @@ def test_rollouts_start_from_the_truth_and_errors_grow_from_zero(lorenz96_smoke_
     assert list(x.columns) == ["truth", "mno", "null"] and np.array_equal(x["truth"].values, truth[:, 2])
     assert err.iloc[0].abs().max() == 0 and (err.iloc[-1] > 0).all()
     index = read_json(lorenz96_smoke_run / "model" / "index.json")
-    assert logic.lorenz96_methods(lorenz96_smoke_run) == ("mno", index["methods"])
+    assert logic.saved_methods(lorenz96_smoke_run) == ("mno", index["methods"])
 
 
 # ------------------------------------------------------------------ bad input, other families

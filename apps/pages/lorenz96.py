@@ -12,7 +12,7 @@ if problem:
     st.error(problem)
     st.stop()
 runs = [i for i in logic.family_runs(_ui.run_infos(res, logic.results_stamp(res)), "lorenz96")
-        if logic.lorenz96_methods(i.path)[1]]
+        if logic.saved_methods(i.path)[1]]
 if not runs:
     _ui.no_family_runs("lorenz96")
     st.stop()
@@ -28,7 +28,7 @@ def rollout(path: str, stamp: float, source: str, seed: int, index: int, mtu: fl
 
 info = _ui.pick_run(runs, key="l96_run")
 _ui.status_note(info)
-surrogate_name, methods = logic.lorenz96_methods(info.path)
+surrogate_name, methods = logic.saved_methods(info.path)
 held_out, held_why = logic.lorenz96_held_out(info.path)
 sources = (["held-out"] if held_out is not None else []) + ["random"]
 labels = {"held-out": "held-out state (data/test.nc)", "random": "random state (seed)"}
