@@ -31,7 +31,7 @@ def open_app(results: Path | str, page: str | None = None) -> AppTest:
     at.session_state["results_dir"] = str(results)
     at.run()
     if page is not None:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -70,7 +70,7 @@ def test_every_page_renders_without_exception_and_within_target(app_results):
     at = open_app(app_results)
     timings = {}
     for page in PAGES:
-        at.switch_page(f"pages/{page}.py").run()  # first load fills the caches
+        at.switch_page(f"views/{page}.py").run()  # first load fills the caches
         assert not at.exception, (page, at.exception)
         t0 = time.perf_counter()
         at.run()
@@ -189,7 +189,7 @@ def test_family_pages_show_failed_runs_or_say_there_are_none(app_results):
     assert "bad collocation" in texts(at, "warning")  # the failed PINN run, explained
     assert "No metrics yet" in texts(at, "info")
     for page in ("mmgp", "prose", "dragonfly"):
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         assert not at.exception
         assert "No runs of this family yet" in texts(at, "info")
 
@@ -199,16 +199,16 @@ def test_empty_results_folder_says_how_to_make_a_first_run(tmp_path):
     at = open_app(tmp_path)
     assert logic.FIRST_RUN in texts(at, "info")
     for page in PAGES:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         assert not at.exception, page
-    at.switch_page("pages/lorenz96.py").run()
+    at.switch_page("views/lorenz96.py").run()
     assert "No runs of this family yet" in texts(at, "info")
 
 
 def test_missing_results_folder_is_a_message_on_every_page(tmp_path):
     at = open_app(tmp_path / "nope")
     for page in PAGES:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         assert not at.exception, page
         if page != "new_run":
             assert "does not exist" in texts(at, "error"), page

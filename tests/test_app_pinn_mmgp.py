@@ -174,7 +174,7 @@ def open_page(results: Path, page: str):
     at = AppTest.from_file(ENTRY, default_timeout=120)
     at.session_state["results_dir"] = str(results)
     at.run()
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -1,6 +1,6 @@
 """Run: the resolved case, metrics against baselines, learning curves, figures and log of one run."""
 import streamlit as st
-from pages import _ui
+from views import _ui
 
 from surrogate import app_logic as logic
 

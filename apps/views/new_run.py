@@ -6,7 +6,7 @@ console file and meta.json it writes.
 from pathlib import Path
 
 import streamlit as st
-from pages import _ui
+from views import _ui
 
 from surrogate import app_logic as logic
 

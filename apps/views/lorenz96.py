@@ -1,7 +1,7 @@
 """Lorenz96: pick an initial state and closures, roll them out live against the two-scale truth."""
 import numpy as np
 import streamlit as st
-from pages import _ui
+from views import _ui
 
 from surrogate import app_logic as logic
 

@@ -5,7 +5,7 @@ import os
 import sys
 
 import streamlit as st
-from pages import _ui
+from views import _ui
 
 from surrogate import app_logic as logic
 from surrogate import app_mmgp

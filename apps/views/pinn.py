@@ -1,7 +1,7 @@
 """PINN: a trained field beside its reference, the error map and PIG's Gaussian centres, with a time
 slider for time-dependent PDEs; the run's numbers and figures below."""
 import streamlit as st
-from pages import _ui
+from views import _ui
 
 from surrogate import app_logic as logic
 from surrogate import app_pinn

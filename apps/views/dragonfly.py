@@ -1,4 +1,4 @@
 """Dragonfly: placeholder until the family lands; shows saved numbers if runs of it exist."""
-from pages import _ui
+from views import _ui
 
 _ui.family_page("dragonfly")

@@ -1,6 +1,6 @@
 """Compare: two or more runs side by side, metrics table and overlaid learning curves."""
 import streamlit as st
-from pages import _ui
+from views import _ui
 
 from surrogate import app_logic as logic
 

@@ -1,6 +1,6 @@
 """Runs: every run in the results folder with its case, status, date and headline metric."""
 import streamlit as st
-from pages import _ui
+from views import _ui
 
 from surrogate import app_logic as logic
 
@@ -32,4 +32,4 @@ if shown:
         info = _ui.pick_run(shown, key="runs_open", label="Open a run")
     if c2.button("Open", key="runs_open_button"):
         st.session_state["selected_run"] = info.path
-        st.switch_page("pages/run.py")
+        st.switch_page("views/run.py")
