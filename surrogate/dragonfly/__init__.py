@@ -1,4 +1,9 @@
-"""Dragonfly interconnect family: topology, network simulators and workloads."""
+"""Dragonfly interconnect family: topology, network simulators, workloads, scenarios and hybrid runs.
+
+The forecasters (torch) live in `surrogate.dragonfly.methods` and load with `surrogate.load(run)`.
+"""
+from .hybrid import run_hybrid
+from .scenarios import Scenario, simulate
 from .simulator import (
     FlowNetwork,
     NetworkConfig,
@@ -13,4 +18,5 @@ from .workloads import APPS, Background, Job, app_rounds, place_jobs, run_worklo
 
 __all__ = ["Dragonfly", "PRESETS", "NetworkConfig", "PacketNetwork", "FlowNetwork", "make_network",
            "max_min_rates", "route_channels", "zero_load_latency_ns",
-           "APPS", "Background", "Job", "app_rounds", "place_jobs", "run_workloads"]
+           "APPS", "Background", "Job", "app_rounds", "place_jobs", "run_workloads",
+           "Scenario", "simulate", "run_hybrid"]

@@ -282,15 +282,22 @@ class _JobState:
 
 def run_workloads(topology: Dragonfly, jobs: list[Job], *, background: Background | None = None,
                   fidelity: str = "packet", config: NetworkConfig | None = None, seed: int = 0,
-                  max_time_us: float = 1e6, **config_changes) -> xr.Dataset:
-    """Run jobs (and optional background traffic) on a network model; port counters and runtimes as xarray."""
+                  jitter_seed: int | None = None, max_time_us: float = 1e6, stop_after_job: int | None = None,
+                  **config_changes) -> xr.Dataset:
+    """Run jobs (and optional background traffic) on a network model; port counters and runtimes as xarray.
+
+    `seed` drives placement, routing choices and background traffic; `jitter_seed` (default: `seed`) only
+    the compute-time noise, so a scenario can be re-run with other jitter and everything else equal.
+    `stop_after_job`: end the run when that job has finished (the others keep their partial runtimes, NaN).
+    """
     if not jobs:
         raise ValueError("jobs must list at least one Job")
     net = make_network(topology, fidelity, config, **({"seed": seed} | config_changes))
     cfg = net.cfg
     rng = np.random.default_rng(seed)
     placements = place_jobs(topology, jobs, seed)
-    states = [_JobState(j, nodes, np.random.default_rng([seed, i]))
+    jseed = seed if jitter_seed is None else jitter_seed
+    states = [_JobState(j, nodes, np.random.default_rng([jseed, i]))
               for i, (j, nodes) in enumerate(zip(jobs, placements))]
     msg_job, msg_src, msg_dst, msg_round = [], [], [], []       # per message id, in submission order
 
@@ -323,14 +330,19 @@ def run_workloads(topology: Dragonfly, jobs: list[Job], *, background: Backgroun
                 lookup[name] = np.concatenate([lookup[name]] + parts)
                 parts.clear()
 
+    def finished() -> bool:
+        if stop_after_job is not None and states[stop_after_job].finished.all():
+            return True
+        return all(st.finished.all() for st in states)
+
     now = 0.0
-    while now < horizon and not all(st.finished.all() for st in states):
+    while now < horizon and not finished():
         for ji, st in enumerate(states):
             n_before = net.msgs.n
             st.advance(now, submits[ji])
             outstanding = np.concatenate([outstanding, np.arange(n_before, net.msgs.n)])
         refresh()
-        if all(st.finished.all() for st in states):
+        if finished():
             break
         if bg_nodes is not None and bg_until <= now + poll:
             rate = background.load_gib_s * 2**30 / 1e9 / background.message_bytes   # messages per ns per node
