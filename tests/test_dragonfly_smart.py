@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "cases" / "dragonfly_smart.yaml"
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    return surrogate.run(CASE, profile="smoke", results=tmp_path_factory.mktemp("df"), quiet=True)
+@pytest.fixture
+def smoke_run(dragonfly_smoke_run) -> Path:
+    return Path(dragonfly_smoke_run)
 
 
 @pytest.fixture(scope="module")
