@@ -54,3 +54,17 @@ def mmgp_smoke_run(smoke_results) -> Path:
 
     torch.set_num_threads(1)
     return surrogate.run(CASES / "mmgp.yaml", profile="smoke", results=smoke_results, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def dragonfly_smoke_run(smoke_results) -> Path:
+    import surrogate
+
+    return surrogate.run(CASES / "dragonfly_smart.yaml", profile="smoke", results=smoke_results, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def prose_smoke_run(smoke_results) -> Path:
+    import surrogate
+
+    return surrogate.run(CASES / "prose.yaml", profile="smoke", results=smoke_results, quiet=True)
