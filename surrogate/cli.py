@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a trained surrogate for use outside Python or this package")
     e.add_argument("run", help="a run folder, or a case name for its latest run")
     e.add_argument("--format", "-f", required=True, dest="fmt",
-                   help="lorenz96: numpy, torchscript; pinn: torchscript, onnx; mmgp: numpy")
+                   help="lorenz96: numpy, torchscript; pinn: torchscript, onnx; mmgp: numpy; "
+                        "prose: torchscript, onnx; dragonfly: torchscript")
     e.add_argument("--method", default=None, help="a baseline of the run instead of its surrogate")
 
     s = sub.add_parser("show", help="the metrics table of a run")

@@ -65,7 +65,8 @@ def same_data(a: dict[str, xr.Dataset], b: dict[str, xr.Dataset]) -> bool:
     return True
 
 
-@pytest.mark.parametrize("case_file", ["lorenz96_mno.yaml", "mmgp.yaml", "pig_allen_cahn.yaml", "dragonfly_smart.yaml"])
+@pytest.mark.parametrize("case_file", ["lorenz96_mno.yaml", "mmgp.yaml", "pig_allen_cahn.yaml", "dragonfly_smart.yaml",
+                                       "prose.yaml"])
 def test_a_dask_cluster_gives_the_same_data_as_local_processes(case_file, cluster, tmp_path):
     local = generate(case_file, tmp_path / "local", "workers=2")
     dask = generate(case_file, tmp_path / "dask", f"executor.dask={cluster.scheduler_address}")

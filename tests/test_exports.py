@@ -146,3 +146,28 @@ def test_bad_exports_say_what_is_allowed_and_write_nothing(lorenz96_smoke_run, t
     assert "differs from the model" in capsys.readouterr().err
     assert (run / "exports" / "numpy" / "mno.npz").read_bytes() == before
     assert [p.name for p in (run / "exports").iterdir() if p.name.startswith(".")] == []
+
+
+def test_prose_exports_the_operator_and_the_symbol_decoder_step(prose_smoke_run):
+    run = Path(prose_smoke_run)
+    check = export(run, "torchscript")
+    assert "operator.pt" in check["files"]
+    check = export(run, "onnx")
+    assert "symbol decoder" in check["not_exported"]
+    vocabulary = read_json(run / "exports" / "torchscript" / "vocabulary.json")
+    assert vocabulary["tokens"][vocabulary["eos"]]
+
+
+def test_smart_forecaster_exports_one_torchscript_file_per_topology(dragonfly_smoke_run, capsys):
+    run = Path(dragonfly_smoke_run)
+    check = export(run, "torchscript")
+    assert {"forecaster_df72.pt", "forecaster_df342.pt", "forecaster_df1056.pt"} <= set(check["files"])
+    traced = torch.jit.load(str(run / "exports" / "torchscript" / "forecaster_df72.pt"))
+    signature = read_json(run / "exports" / "torchscript" / "signature.json")
+    x = torch.rand(1, signature["steps"], signature["presets"]["df72"], traced.net.x_mean.shape[-1])
+    q = traced(x, torch.full((1, signature["steps"]), 1000.0))
+    assert q.shape == (1, 5) and bool((q.diff(dim=-1) >= 0).all())  # nested quantiles
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    assert "allowed: torchscript" in capsys.readouterr().err
+    assert main(["export", str(run), "--format", "torchscript", "--method", "moving_average"]) == 2
+    assert "not a neural forecaster" in capsys.readouterr().err

@@ -25,6 +25,8 @@ EXPORTERS = {
     "lorenz96": "surrogate.lorenz96.export",
     "pinn": "surrogate.pinn.export",
     "mmgp": "surrogate.mmgp.export",
+    "prose": "surrogate.prose.export",
+    "dragonfly": "surrogate.dragonfly.export",
 }
 
 
