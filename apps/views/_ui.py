@@ -151,6 +151,22 @@ def figures_section(path: str) -> None:
         cols[i % 2].image(str(f), caption=f.stem.replace("_", " "))
 
 
+def pick_method(info: logic.RunInfo, key: str, label: str = "Method", container=st, radio: bool = False,
+                format_func=str) -> str | None:
+    """One of the run's saved methods, its surrogate first chosen; None (with a message) before training.
+    A choice remembered from another run that this run does not have is forgotten."""
+    surrogate_name, methods = logic.saved_methods(info.path)
+    if not methods:
+        st.info(f"This run has no trained model to explore (status: {info.status}).")
+        return None
+    if st.session_state.get(key) not in methods:
+        st.session_state.pop(key, None)
+    index = methods.index(surrogate_name) if surrogate_name in methods else 0
+    if radio:
+        return container.radio(label, methods, index=index, format_func=format_func, horizontal=True, key=key)
+    return container.selectbox(label, methods, index=index, format_func=format_func, key=key)
+
+
 # ------------------------------------------------------------------ family pages
 FIRST_CASE = {"lorenz96": "cases/lorenz96_mno.yaml", "pinn": "cases/pig_helmholtz.yaml", "mmgp": "cases/mmgp.yaml"}
 

@@ -146,19 +146,14 @@ def pick_shape(info: logic.RunInfo, stamp: float, ranges: dict[str, tuple[float,
 
 def explore(info: logic.RunInfo) -> None:
     st.subheader("Predict on a shape")
-    surrogate_name, methods = logic.saved_methods(info.path)
-    if not methods:
-        st.info(f"This run has no trained model to explore (status: {info.status}).")
+    method = _ui.pick_method(info, "mmgp_method")
+    if method is None:
         return
     ranges, why = app_mmgp.scalar_ranges(info.path)
     if why:
         st.info(why)
         return
     stamp = logic.run_stamp(info.path)
-    if st.session_state.get("mmgp_method") not in methods:
-        st.session_state.pop("mmgp_method", None)
-    default = methods.index(surrogate_name) if surrogate_name in methods else 0
-    method = st.selectbox("Method", methods, index=default, key="mmgp_method")
     picked = pick_shape(info, stamp, ranges)
     if picked is None:
         return

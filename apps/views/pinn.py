@@ -35,8 +35,7 @@ def forget_stale(key: str, options: list) -> None:
 
 def explore(info: logic.RunInfo) -> None:
     st.subheader("Field, reference and error")
-    surrogate_name, methods = logic.saved_methods(info.path)
-    if not methods:
+    if not logic.saved_methods(info.path)[1]:
         st.info(f"This run has no trained model to explore (status: {info.status}).")
         return
     stamp = logic.run_stamp(info.path)
@@ -45,10 +44,7 @@ def explore(info: logic.RunInfo) -> None:
         st.info(why)
         return
     left, right = st.columns(2)
-    forget_stale("pinn_method", methods)
-    default = methods.index(surrogate_name) if surrogate_name in methods else 0
-    method = left.radio("Method", methods, index=default, format_func=app_pinn.method_label, horizontal=True,
-                        key="pinn_method")
+    method = _ui.pick_method(info, "pinn_method", container=left, radio=True, format_func=app_pinn.method_label)
     times = app_pinn.time_values(ref)
     time_index = None
     if times is not None:

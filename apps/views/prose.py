@@ -32,9 +32,9 @@ def explore(path: str, stamp: float, method: str, family: str, params: tuple, u0
 
 info = _ui.pick_run(runs, key="prose_run")
 _ui.status_note(info)
-surrogate_name, methods = logic.saved_methods(info.path)
-method = st.selectbox("Model", methods, index=methods.index(surrogate_name) if surrogate_name in methods else 0,
-                      key="prose_method")
+method = _ui.pick_method(info, "prose_method", label="Model")
+if method is None:
+    st.stop()
 
 families = app_prose.family_choices()
 family = st.selectbox("ODE family", list(families), format_func=lambda f: families[f]["title"], key="prose_family")
