@@ -183,7 +183,7 @@ def test_compare_puts_runs_side_by_side(app_results):
 # ------------------------------------------------------------------ background runs
 def test_background_run_reports_progress_and_stops_as_interrupted(tmp_path):
     case = CASES / "lorenz96_mno.yaml"
-    job = logic.start_run(case, tmp_path, "smoke", ["train.epochs=1"])
+    job = logic.start_run(case, tmp_path, "smoke", ["train.epochs=500"])  # long enough to be stopped
     assert job.file.exists() and logic.list_jobs(tmp_path)[0].id == job.id
     assert job.command[1:4] == ["-m", "surrogate", "--results"] and "--profile" in job.command
     deadline = time.time() + 60

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "cases" / "dragonfly_smart.yaml"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def smoke_run(dragonfly_smoke_run) -> Path:
     return Path(dragonfly_smoke_run)
 
