@@ -167,6 +167,11 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "show": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    # A process started in the background by a non-interactive shell inherits SIGINT as ignored; the
+    # app's Stop button (and Ctrl-C) must still interrupt a run so that it can be resumed.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = _parser()
     # overrides may come before or after options (`run case.yaml --profile smoke train.epochs=5`)
     args, extra = parser.parse_known_args(argv)
