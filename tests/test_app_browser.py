@@ -35,6 +35,14 @@ PAGES = {
     "PROSE": ("prose", "text=No runs of this family yet"),
     "Dragonfly": ("dragonfly", "text=No runs of this family yet"),
 }
+# the family pages again, on a folder with a finished smoke run of every family
+FAMILY_PAGES = {
+    "Lorenz96": ("lorenz96", "text=Error at"),
+    "PINN": ("pinn", "text=Relative L2 error"),
+    "MMGP": ("mmgp", "text=Scalar outputs"),
+    "PROSE": ("prose", "text=True equation"),
+    "Dragonfly": ("dragonfly", '[data-testid="stDataFrame"]'),
+}
 TARGET_S = 3.0
 
 
@@ -57,10 +65,20 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url(app_results):
-    """`surrogate --results R app --port P` as a subprocess in its own process group."""
+    yield from serve(app_results)
+
+
+@pytest.fixture(scope="module")
+def family_app_url(smoke_results, lorenz96_smoke_run, helmholtz_smoke_run, mmgp_smoke_run, prose_smoke_run,
+                   dragonfly_smoke_run):
+    yield from serve(smoke_results)
+
+
+def serve(results: Path):
+    """`surrogate --results R app --port P` as a subprocess in its own process group; yields its address."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "surrogate", "--results", str(app_results), "app", "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "surrogate", "--results", str(results), "app", "--port",
                              str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     first = proc.stdout.readline()
@@ -118,23 +136,24 @@ def settle(page, title: str, marker: str, timeout_ms: int = 30_000) -> None:
     page.wait_for_function(SETTLED, timeout=timeout_ms, polling=100)
 
 
-def test_every_page_in_a_real_browser(app_url, artifacts):
+def visit(url: str, pages: dict[str, tuple[str, str]], artifacts: Path, prefix: str) -> dict[str, list[float]]:
+    """Open every page by address (a fresh session each), then again through the sidebar like a person;
+    fail on any exception shown; screenshots kept. Seconds to a settled page, per visit."""
     timings: dict[str, list[float]] = {}
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # first by address (a fresh session each), then through the sidebar like a person
-            for visit in ("first", "again"):
-                for title, (path, marker) in PAGES.items():
+            for visit_name in ("first", "again"):
+                for title, (path, marker) in pages.items():
                     t0 = time.perf_counter()
-                    if visit == "first":
-                        page.goto(f"{app_url}/{path}")
+                    if visit_name == "first":
+                        page.goto(f"{url}/{path}")
                     else:
                         page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
                     settle(page, title, marker)
                     timings.setdefault(title, []).append(time.perf_counter() - t0)
-                    shot = artifacts / f"{visit}_{path or 'runs'}.png"
+                    shot = artifacts / f"{prefix}{visit_name}_{path or 'runs'}.png"
                     page.screenshot(path=str(shot), full_page=True)
                     assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}: {shot}"
                     assert "Traceback" not in page.inner_text("body"), f"traceback on {title}: {shot}"
@@ -144,8 +163,19 @@ def test_every_page_in_a_real_browser(app_url, artifacts):
                         assert page.get_by_role("tab").count() == 5
         finally:
             browser.close()
-    print("browser page load, first and after (s):",
+    print(f"{prefix}browser page load, first and after (s):",
           {k: [round(x, 2) for x in v] for k, v in timings.items()}, "screenshots:", artifacts)
+    return timings
+
+
+def test_every_page_in_a_real_browser(app_url, artifacts):
+    timings = visit(app_url, PAGES, artifacts, "")
     assert len(list(artifacts.glob("again_*.png"))) == len(PAGES)
+    slow = {k: v[1] for k, v in timings.items() if v[1] > TARGET_S}
+    assert not slow, slow
+
+
+def test_every_family_page_explores_a_smoke_run_in_a_real_browser(family_app_url, artifacts):
+    timings = visit(family_app_url, FAMILY_PAGES, artifacts, "families_")
     slow = {k: v[1] for k, v in timings.items() if v[1] > TARGET_S}
     assert not slow, slow
