@@ -178,20 +178,26 @@ def no_family_runs(family: str) -> None:
     st.info(f"No runs of this family yet.{how}")
 
 
-def family_page(family: str, extra=None) -> None:
-    """A family page that shows its runs' numbers and figures; the family's code is imported only
-    here, lazily, so a family being rewritten cannot break the rest of the app."""
-    name = logic.FAMILIES[family]
-    st.title(name)
+def family_runs_or_stop(family: str, keep=None) -> list[logic.RunInfo]:
+    """The page title, then the family's runs (those `keep` accepts); a message and the end of the
+    page when the results folder is unusable or holds no such run."""
+    st.title(logic.FAMILIES[family])
     res = results()
     problem = logic.results_problem(res)
     if problem:
         st.error(problem)
-        return
-    runs = logic.family_runs(run_infos(res, logic.results_stamp(res)), family)
+        st.stop()
+    runs = [i for i in logic.family_runs(run_infos(res, logic.results_stamp(res)), family) if keep is None or keep(i)]
     if not runs:
         no_family_runs(family)
-        return
+        st.stop()
+    return runs
+
+
+def family_page(family: str, extra=None) -> None:
+    """A family page that shows its runs' numbers and figures; the family's code is imported only
+    here, lazily, so a family being rewritten cannot break the rest of the app."""
+    runs = family_runs_or_stop(family)
     trouble = logic.family_import_problem(family)
     if trouble:
         st.warning(trouble + " Saved numbers and figures are shown below; live exploration needs the family.")

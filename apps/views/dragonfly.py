@@ -7,16 +7,7 @@ from views import _ui
 from surrogate import app_dragonfly
 from surrogate import app_logic as logic
 
-st.title("Dragonfly")
-res = _ui.results()
-problem = logic.results_problem(res)
-if problem:
-    st.error(problem)
-    st.stop()
-runs = [i for i in logic.family_runs(_ui.run_infos(res, logic.results_stamp(res)), "dragonfly")]
-if not runs:
-    _ui.no_family_runs("dragonfly")
-    st.stop()
+runs = _ui.family_runs_or_stop("dragonfly")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

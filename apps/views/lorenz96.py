@@ -5,17 +5,7 @@ from views import _ui
 
 from surrogate import app_logic as logic
 
-st.title("Lorenz96")
-res = _ui.results()
-problem = logic.results_problem(res)
-if problem:
-    st.error(problem)
-    st.stop()
-runs = [i for i in logic.family_runs(_ui.run_infos(res, logic.results_stamp(res)), "lorenz96")
-        if logic.saved_methods(i.path)[1]]
-if not runs:
-    _ui.no_family_runs("lorenz96")
-    st.stop()
+runs = _ui.family_runs_or_stop("lorenz96", keep=lambda i: bool(logic.saved_methods(i.path)[1]))
 
 
 @st.cache_data(show_spinner="Rolling out...", max_entries=64)

@@ -7,16 +7,7 @@ from views import _ui
 from surrogate import app_logic as logic
 from surrogate import app_prose
 
-st.title("PROSE")
-res = _ui.results()
-problem = logic.results_problem(res)
-if problem:
-    st.error(problem)
-    st.stop()
-runs = [i for i in logic.family_runs(_ui.run_infos(res, logic.results_stamp(res)), "prose") if i.status == "finished"]
-if not runs:
-    _ui.no_family_runs("prose")
-    st.stop()
+runs = _ui.family_runs_or_stop("prose", keep=lambda i: i.status == "finished")
 trouble = logic.family_import_problem("prose")
 if trouble:
     st.warning(trouble)
