@@ -178,15 +178,73 @@ def scalar_table(prediction: Prediction, sample=None) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ drawing
-def pyvista_mesh(nodes: np.ndarray, triangles: np.ndarray, values: np.ndarray):
-    """A pyvista surface of the planar mesh (z = 0) carrying one nodal field, for a 3D viewer."""
+def pyvista_mesh(nodes: np.ndarray, triangles: np.ndarray, values: np.ndarray, relief: float = 0.0):
+    """A pyvista surface of the planar mesh carrying one nodal field; with `relief` > 0 the field is also
+    the height, scaled so its range rises to `relief` times the shape's size."""
     import pyvista as pv
 
-    points = np.column_stack([nodes[:, :2], np.zeros(len(nodes))])
+    values = np.asarray(values, float)
+    span = np.ptp(values)
+    height = relief * np.ptp(nodes[:, :2], axis=0).max() * (values - values.min()) / span if span > 0 else 0 * values
+    points = np.column_stack([nodes[:, :2], height])
     faces = np.column_stack([np.full(len(triangles), 3), triangles]).ravel()
     mesh = pv.PolyData(points, faces)
-    mesh.point_data["value"] = np.asarray(values, float)
+    mesh.point_data["value"] = values
     return mesh
+
+
+def scene_html(nodes: np.ndarray, triangles: np.ndarray, panels: list[Panel], relief: float = 0.0) -> list[str]:
+    """One self-contained interactive 3D scene per panel (vtk.js HTML from pyvista's trame export),
+    shared panels on one colour scale.
+
+    The export runs in a child process: trame starts a web server there, and its event loop needs
+    the main thread of its process, which a Streamlit script thread is not."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    limits = _shared_limits(panels)
+    jobs = [(p.values, p.cmap, limits if p.shared else None, p.title) for p in panels]
+    with ProcessPoolExecutor(max_workers=1, mp_context=_fast_context()) as pool:
+        return pool.submit(_export_scenes, nodes, triangles, jobs, relief).result()
+
+
+def _shared_limits(panels: list[Panel]) -> tuple[float, float] | None:
+    shared = [p.values for p in panels if p.shared]
+    return (float(min(v.min() for v in shared)), float(max(v.max() for v in shared))) if shared else None
+
+
+def _fast_context():
+    import multiprocessing
+
+    # fork skips re-importing pyvista and trame in the child (about a second)
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def _export_scenes(nodes, triangles, jobs, relief) -> list[str]:
+    import contextlib
+    import os
+
+    # the export is vtk.js; pointing trame's VTK-wasm module at an empty folder keeps it from
+    # downloading its wasm bundle (from the internet) every time the server starts
+    empty = Path(tempfile.gettempdir()) / "surrogate-no-vtk-wasm"
+    empty.mkdir(exist_ok=True)
+    os.environ.setdefault("VTK_WASM_DIR_OVERRIDE", str(empty))
+    with contextlib.redirect_stdout(io.StringIO()):
+        return [_scene(nodes, triangles, relief, *job) for job in jobs]
+
+
+def _scene(nodes, triangles, relief, values, cmap, limits, title) -> str:
+    import pyvista as pv
+
+    plotter = pv.Plotter(off_screen=True, window_size=[360, 480])
+    plotter.add_mesh(pyvista_mesh(nodes, triangles, values, relief), cmap=cmap, clim=limits,
+                     scalar_bar_args={"title": title})
+    plotter.view_xy()
+    if relief:
+        plotter.camera.elevation = -35
+    try:
+        return plotter.trame.export_html(filename=None).read()
+    finally:
+        plotter.close()
 
 
 def tripcolor_figure(nodes: np.ndarray, triangles: np.ndarray, panels: list[Panel], title: str = "") -> bytes:
@@ -203,8 +261,8 @@ def tripcolor_figure(nodes: np.ndarray, triangles: np.ndarray, panels: list[Pane
     width = 3.6 * len(panels)
     fig = Figure(figsize=(width, min(max(3.4 * span, 2.5), 6.0) + 0.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
-    shared = [p.values for p in panels if p.shared]
-    limits = {"vmin": min(map(np.min, shared)), "vmax": max(map(np.max, shared))} if shared else {}
+    shared = _shared_limits(panels)
+    limits = {"vmin": shared[0], "vmax": shared[1]} if shared else {}
     for ax, panel in zip(axes, panels):
         im = ax.tripcolor(tri, panel.values, shading="gouraud", cmap=panel.cmap, **(limits if panel.shared else {}))
         fig.colorbar(im, ax=ax, shrink=0.85)

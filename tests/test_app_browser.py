@@ -159,6 +159,8 @@ def visit(url: str, pages: dict[str, tuple[str, str]], artifacts: Path, prefix: 
                     assert "Traceback" not in page.inner_text("body"), f"traceback on {title}: {shot}"
                     if title == "Lorenz96":  # X over time and error vs time
                         assert page.locator('[data-testid="stVegaLiteChart"]').count() == 2
+                    if title == "MMGP" and prefix:  # a smoke run: interactive 3D scenes, each a WebGL canvas
+                        assert_3d_scenes(page)
                     if title == "Run":
                         assert page.get_by_role("tab").count() == 5
         finally:
@@ -166,6 +168,13 @@ def visit(url: str, pages: dict[str, tuple[str, str]], artifacts: Path, prefix: 
     print(f"{prefix}browser page load, first and after (s):",
           {k: [round(x, 2) for x in v] for k, v in timings.items()}, "screenshots:", artifacts)
     return timings
+
+
+def assert_3d_scenes(page) -> None:
+    frames = page.locator('[data-testid="stIFrame"]')
+    assert frames.count() >= 2, "prediction and standard deviation in 3D"
+    for i in range(frames.count()):
+        page.frame_locator('[data-testid="stIFrame"]').nth(i).locator("canvas").first.wait_for(timeout=30_000)
 
 
 def test_every_page_in_a_real_browser(app_url, artifacts):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import re
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +291,21 @@ def test_mesh_drawing_helpers():
     assert png.startswith(b"\x89PNG")
     mesh = app_mmgp.pyvista_mesh(SQUARE, tri, np.arange(4.0))
     assert mesh.n_cells == 2 and mesh.n_points == 4
+    assert np.all(mesh.points[:, 2] == 0)
+    relief = app_mmgp.pyvista_mesh(SQUARE, tri, np.arange(4.0), relief=0.5)
+    size = np.ptp(SQUARE[:, :2], axis=0).max()
+    np.testing.assert_allclose(relief.points[:, 2], 0.5 * size * np.arange(4.0) / 3)
+
+
+def test_3d_scenes_are_self_contained_vtk_js_pages():
+    pytest.importorskip("trame_pyvista")
+    tri = np.array([[0, 1, 2], [0, 2, 3]])
+    panels = [app_mmgp.Panel("a", np.arange(4.0), "viridis", True), app_mmgp.Panel("b", np.ones(4), "magma")]
+    pages = app_mmgp.scene_html(SQUARE, tri, panels, relief=0.3)
+    assert len(pages) == 2
+    for page in pages:
+        assert page.lstrip().lower().startswith("<!doctype html") and "vtk" in page
+        assert not re.search(r"<script[^>]+src=", page), "the scene must not load scripts from elsewhere"
 
 
 def test_page_logic_modules_do_not_import_streamlit():

@@ -5,6 +5,7 @@ import os
 import sys
 
 import streamlit as st
+import streamlit.components.v1 as components
 from views import _ui
 
 from surrogate import app_logic as logic
@@ -56,36 +57,41 @@ def fields_png(path: str, stamp: float, method: str, shape: str, upload, inputs,
 
 # ------------------------------------------------------------------ drawing
 def viewer_3d() -> bool:
-    """stpyvista when it is installed and not turned off (SURROGATE_APP_3D=0); never under AppTest,
-    which cannot run its component."""
+    """pyvista's vtk.js export (trame-pyvista) when it is installed and not turned off
+    (SURROGATE_APP_3D=0); never under AppTest, which renders no HTML components."""
     if os.environ.get("SURROGATE_APP_3D", "1") == "0" or "streamlit.testing.v1" in sys.modules:
         return False
     try:
-        import stpyvista  # noqa: F401
+        import trame_pyvista  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-def show_fields(pred: app_mmgp.Prediction, panels: list[app_mmgp.Panel], png: bytes, key: str) -> None:
-    """The one place that draws fields: interactive 3D panels when available, else the 2D picture."""
-    if viewer_3d():
-        try:
-            import pyvista as pv
-            from stpyvista import stpyvista
+@st.cache_data(show_spinner="Building the 3D view...", max_entries=32)
+def scenes(path: str, stamp: float, method: str, shape: str, upload, inputs, field: str, compare: bool,
+           relief: float) -> list[str]:
+    pred = prediction(path, stamp, method, shape, upload, inputs)
+    sample = test_shape(path, stamp, shape) if compare else None
+    return app_mmgp.scene_html(pred.nodes, pred.triangles, app_mmgp.field_panels(pred, field, sample), relief)
 
-            for col, panel in zip(st.columns(len(panels)), panels):
+
+def show_fields(panels: list[app_mmgp.Panel], args: tuple) -> None:
+    """The one place that draws fields: interactive 3D scenes when available, else the 2D picture.
+    `args` = (path, stamp, method, shape, upload, inputs, field, compare) picks the cached drawing."""
+    if viewer_3d() and st.toggle("3D view (drag to rotate, scroll to zoom)", value=True, key="mmgp_3d"):
+        relief = 0.3 if st.toggle("Field as relief", value=True, key="mmgp_relief") else 0.0
+        try:
+            pages = scenes(*args, relief)
+        except Exception as err:  # VTK cannot render here, or the export failed: fall back
+            st.caption(f"3D view unavailable ({type(err).__name__}: {err}); showing the 2D view.")
+        else:
+            for col, panel, page in zip(st.columns(len(panels)), panels, pages):
                 with col:
                     st.markdown(f"**{panel.title}**")
-                    plotter = pv.Plotter(off_screen=True, window_size=[360, 480])
-                    plotter.add_mesh(app_mmgp.pyvista_mesh(pred.nodes, pred.triangles, panel.values),
-                                     cmap=panel.cmap, show_scalar_bar=True)
-                    plotter.view_xy()
-                    stpyvista(plotter, key=f"{key}_{panel.title}")
+                    components.html(page, height=490)
             return
-        except Exception as err:  # no GPU, no VTK rendering, offline assets missing: fall back
-            st.caption(f"3D view unavailable ({type(err).__name__}); showing the 2D view.")
-    st.image(png)
+    st.image(fields_png(*args))
 
 
 # ------------------------------------------------------------------ the page
@@ -190,8 +196,8 @@ def show_prediction(info, stamp, method, shape, upload, key, pred, own) -> None:
     if pred.fields[field][1] is None:
         st.caption(f"{method} gives no standard deviation.")
     panels = app_mmgp.field_panels(pred, field, sample if compare else None)
-    png = fields_png(info.path, stamp, method, shape, upload, key, field, compare)
-    show_fields(pred, panels, png, key=f"mmgp_view_{method}_{shape}")
+    args = (info.path, stamp, method, shape, upload, key, field, compare)
+    show_fields(panels, args)
     if pred.shape_distance is not None:
         st.caption(f"Distance to the nearest training shape: {pred.shape_distance:.3g} "
                    f"(limit {pred.shape_distance_limit:.3g}).")
