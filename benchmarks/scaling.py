@@ -3,10 +3,16 @@ torchrun (1 vs 2 gloo processes). Prints the table and writes benchmarks/results
 
     python benchmarks/scaling.py                    # smoke and default datasets, DDP on the default profile
     python benchmarks/scaling.py --quick            # smoke datasets only
+    python benchmarks/scaling.py --training-loops   # only the PROSE / SMART / MMGP GNN throughput under torchrun
 
 Every measurement starts from an empty cache, so the solver really runs; both executors get
 `workers` = 2 on this 2-core machine. The MMGP default dataset (704 nonlinear FEM solves, about
 20 min per executor here) is replaced by its first 40 training samples and 1 test sample, said so in the rows.
+
+The training loops of PROSE, the SMART surrogate and the MMGP GNN baseline are timed on their smoke
+data (more scenarios for SMART) with the models of their default profiles (`TRAINING_LOOPS`):
+samples per second per process over the training loop alone (rank 0's clock), with 1 and with 2
+gloo processes on the same global batch.
 """
 from __future__ import annotations
 
@@ -61,11 +67,92 @@ def ddp_run(nproc: int, results: Path, epochs: int) -> tuple[float, list[float]]
     return seconds, read_json(results / "lorenz96_mno" / "latest" / "model" / "training.json")["mno"]["offline"]
 
 
+# (label, case file, overrides on the smoke profile, method whose loop is timed): smoke data, the
+# default profile's model, enough steps that the loop outlasts the start-up of the process group
+TRAINING_LOOPS = [
+    ("prose", "prose.yaml", ["surrogate.width=128", "surrogate.heads=4", "surrogate.ffn=512",
+                             "surrogate.data_layers=2", "surrogate.symbol_encoder_layers=2",
+                             "surrogate.fusion_layers=2", "surrogate.operator_layers=2",
+                             "surrogate.symbol_decoder_layers=2", "surrogate.max_len=160", "train.steps=24",
+                             "train.steps_per_epoch=8", "train.batch_size=64", "evaluate.baselines=[]"], "prose"),
+    # the smoke data has 6 training samples: 7 df72/df342 scenarios of 16 iterations give 60
+    ("dragonfly_smart", "dragonfly_smart.yaml", ["data.train={df72: 6, df342: 1}", "data.iterations=16",
+                                                 "surrogate.d_model=32", "surrogate.gnn_hidden=32",
+                                                 "surrogate.layers=2", "train.epochs=30", "train.batch_size=16",
+                                                 "evaluate.baselines=[]", "evaluate.hybrid.enabled=false",
+                                                 "evaluate.latency_samples=1"], "smart"),
+    ("mmgp", "mmgp.yaml", ["evaluate.baselines=[{kind: gnn, time_budget: 600, max_epochs: 16, batch_size: 4}]",
+                           "evaluate.figures=0"], "gnn"),
+]
+
+
+LOOPS_NOTE = "samples_per_second_per_process rows: python benchmarks/scaling.py --training-loops, on "
+
+
+def loop_throughput(run: Path, family: str, method: str) -> tuple[float, float, list[float]]:
+    """(samples trained, seconds of the training loop, loss curve) of `method` in a finished run."""
+    if family == "mmgp":
+        gnn = read_json(run / "model" / f"{method}.json")
+        return gnn["steps"] * gnn["batch_size"], gnn["train_seconds"], gnn["loss"]
+    history = read_json(run / "model" / "training.json")[method]
+    if family == "prose":
+        return history["steps"] * history["batch_size"], history["seconds"], history["loss"]
+    return len(history["loss"]) * history["samples_per_epoch"], history["wall_seconds"], history["loss"]
+
+
+def training_loop_run(nproc: int, results: Path, case_file: str, overrides: list[str]) -> Path:
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
+    cmd = [sys.executable, *launcher, "-m", "surrogate", "--results", str(results), "run", "--fresh",
+           str(ROOT / "cases" / case_file), "-p", "smoke", "-q", *overrides]
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    return (results / Path(case_file).stem / "latest").resolve()  # this run's folder, not the moving link
+
+
+def training_loop_rows() -> list[dict]:
+    """Samples per second per process of each family's training loop, 1 vs 2 gloo processes."""
+    rows = []
+    for family, case_file, overrides, method in TRAINING_LOOPS:
+        with tempfile.TemporaryDirectory() as tmp:
+            training_loop_run(1, Path(tmp), case_file, overrides)  # solver data into the cache, untimed
+            load = os.getloadavg()[0]  # the machine is shared: how busy it was when the pair started
+            runs = {nproc: training_loop_run(nproc, Path(tmp), case_file, overrides) for nproc in (1, 2)}
+            measured = {nproc: loop_throughput(run, family, method) for nproc, run in runs.items()}
+        (samples, seconds_one, curve_one), (_, seconds_two, curve_two) = measured[1], measured[2]
+        one, two = samples / seconds_one, samples / seconds_two / 2
+        gap = max(abs(a - b) / abs(a) for a, b in zip(curve_one, curve_two))
+        rows.append(metric_row("torchrun_2_gloo", f"samples_per_second_per_process[{family}]", two, unit="1/s",
+                               single_process=one, ratio_to_single=two / one, samples=samples,
+                               loop_seconds_single=seconds_one, loop_seconds_two=seconds_two,
+                               max_rel_loss_gap=gap, load_average=load))
+        print(f"{family:<16} samples/s per process: 1 process {one:8.1f}   2 processes {two:8.1f}   "
+              f"ratio {two / one:.2f}   loss gap {gap:.2g}", flush=True)
+    return rows
+
+
+def merged(rows: list[dict], path: Path) -> list[dict]:
+    """The rows of `path` with those measured now replaced or added (same method and metric)."""
+    old = read_json(path)["rows"] if path.exists() else []
+    new_keys = {(r["method"], r["metric"]) for r in rows}
+    return [r for r in old if (r["method"], r["metric"]) not in new_keys] + rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke datasets only, no DDP")
     parser.add_argument("--epochs", type=int, default=10, help="offline epochs of the DDP measurement")
+    parser.add_argument("--training-loops", action="store_true",
+                        help="only the PROSE, SMART and MMGP GNN loops under torchrun; other rows of the JSON are kept")
     args = parser.parse_args(argv)
+    out = ROOT / "benchmarks" / "results" / "scaling.json"
+    if args.training_loops:
+        rows = merged(training_loop_rows(), out)
+        previous = read_json(out) if out.exists() else {}
+        notes = [n for n in previous.get("notes", []) if not n.startswith(LOOPS_NOTE)]
+        notes.append(LOOPS_NOTE + dt.date.today().isoformat())
+        result = {**previous, "family": "scaling", "rows": rows, "notes": notes}
+        print(metrics_table({"rows": rows}))
+        write_json(out, result)
+        return
     rows = []
     for case_file, profile, overrides, label in DATASETS:
         if args.quick and profile != "smoke":
@@ -85,14 +172,16 @@ def main(argv: list[str] | None = None) -> None:
                                speedup=one / two, epochs=args.epochs, max_rel_loss_gap=gap))
         print(f"torchrun 2 processes: {two:.0f} s vs 1 process {one:.0f} s (speedup {one / two:.2f}); "
               f"loss curves differ by at most {gap:.2g} (relative)", flush=True)
+        rows += training_loop_rows()
     result = {
         "family": "scaling", "date": dt.date.today().isoformat(), "machine": "2 CPU cores (shared), no GPU",
         "command": "python benchmarks/scaling.py" + (" --quick" if args.quick else ""), "seeds": [0], "rows": rows,
         "notes": ["both executors use 2 workers; each measurement starts from an empty cache",
-                  "mmgp default dataset replaced by its first 40 training samples (time)"],
+                  "mmgp default dataset replaced by its first 40 training samples (time)",
+                  *([] if args.quick else [LOOPS_NOTE + dt.date.today().isoformat()])],
     }
     print(metrics_table({"rows": rows}))
-    write_json(ROOT / "benchmarks" / "results" / "scaling.json", result)
+    write_json(out, result)
 
 
 if __name__ == "__main__":

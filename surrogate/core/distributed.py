@@ -72,14 +72,31 @@ def shard(indices: torch.Tensor) -> tuple[torch.Tensor, float]:
     return part, len(part) * world_size() / max(len(indices), 1)
 
 
-def wrap(module: torch.nn.Module) -> torch.nn.Module:
-    """DistributedDataParallel around `module` under torchrun; the module itself otherwise."""
+def weight_for(local_count: int, global_count: int, part: torch.Tensor, indices: torch.Tensor) -> float:
+    """`shard`'s weight for a loss averaged over other units than samples (tokens, mesh nodes): this
+    rank's `part` of the batch `indices` holds `local_count` of the batch's `global_count` units."""
+    if not active() or len(part) == len(indices):  # one process, or every rank took the whole batch
+        return 1.0
+    return local_count * world_size() / max(global_count, 1)
+
+
+def part_of_global_mean(local_mean: float, weight: float) -> float:
+    """This rank's term of the global batch's mean loss: summed over ranks (`sum_over_ranks`) it is
+    the mean over the global batch, also when every rank took a whole batch smaller than the world."""
+    return local_mean * weight / world_size()
+
+
+def wrap(module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel around `module` under torchrun; the module itself otherwise.
+
+    `find_unused_parameters=True` for models whose forward leaves some parameters out of the loss
+    (DDP would otherwise wait for their gradients forever)."""
     if not active():
         return module
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [module_device(module).index] if module_device(module).type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
+    return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
@@ -104,6 +121,16 @@ def sum_over_ranks(*values: float) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on one of them (e.g. a wall-time budget ran out), so
+    that all ranks leave a training loop at the same step."""
+    if not active():
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def broadcast(obj: Any) -> Any:

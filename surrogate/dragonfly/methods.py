@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from surrogate.core import distributed
 from surrogate.core.store import load_weights, save_weights, tensor_state, write_json
 from surrogate.core.training import Trainer, batches
 
@@ -309,12 +310,13 @@ class Neural(Method):
     def _topology(self, s: Samples) -> Dragonfly:
         return Dragonfly.preset(s.preset) if s.preset in PRESETS else self._topo
 
-    def _raw(self, s: Samples, idx=None) -> torch.Tensor:
-        idx = slice(None) if idx is None else idx
+    def _raw(self, s: Samples, idx=None, net: torch.nn.Module | None = None) -> torch.Tensor:
+        """Quantiles of the log target for samples `idx` of `s`, through `net` (the DDP wrapper in training)."""
+        idx = slice(None) if idx is None else np.asarray(idx)  # a 1-element tensor would index as a scalar
         ei, cls = self.edges(self._topology(s))
         x = torch.as_tensor(s.x[idx])
         rt = torch.as_tensor(s.rt[idx], dtype=torch.float32)
-        return self.net(x, rt, ei, cls)
+        return (net or self.net)(x, rt, ei, cls)
 
     def fit(self, train, calibration, cfg=None, checkpoint=None, seed=0):
         if self.pretrained:
@@ -324,22 +326,32 @@ class Neural(Method):
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1))
         trainer = Trainer(self.net, opt, sched, checkpoint, cfg.epochs, f"train {self.name}")
+        distributed.check_divides(cfg.batch_size, f"{self.name}: train.batch_size")
+        # under torchrun each rank takes its part of every batch; gnn_only embeds runtime tokens it does
+        # not use, which DDP must be told about
+        net = distributed.wrap(self.net, find_unused_parameters=self.kind == "gnn_only")
 
         def epoch(e: int) -> float:
             total, n = 0.0, 0
             for gi, s in enumerate(train):
                 y = torch.as_tensor(smart.log_target(s.y, s.rt), dtype=torch.float32)
                 for idx in batches(len(s), cfg.batch_size, seed * 31 + gi, e):
-                    loss = smart.pinball(self._raw(s, idx), y[idx])
+                    part, weight = distributed.shard(idx)
+                    loss = smart.pinball(self._raw(s, part, net), y[part])
                     opt.zero_grad()
-                    loss.backward()
+                    (loss * weight).backward()
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
                     opt.step()
-                    total, n = total + float(loss.detach()) * len(idx), n + len(idx)
+                    total += distributed.part_of_global_mean(float(loss.detach()), weight) * len(idx)
+                    n += len(idx)
+            (total,) = distributed.sum_over_ranks(total)
             return total / max(n, 1)
 
-        best = {"loss": np.inf}
         best_file = Path(checkpoint).with_suffix(".best.pt") if checkpoint else None
+        best = {"loss": np.inf}
+        if best_file is not None and best_file.exists():  # a resumed fit keeps competing with its best epoch so far
+            kept = load_weights(best_file)
+            best.update(loss=float(kept["loss"]), epoch=int(kept["epoch"]))
 
         def epoch_and_select(e: int) -> float:
             loss = epoch(e)
@@ -352,12 +364,12 @@ class Neural(Method):
                 if cal < best["loss"]:
                     best.update(loss=cal, epoch=e)
                     if best_file is not None:
-                        save_weights(best_file, tensor_state(self.net))
+                        save_weights(best_file, {"model": tensor_state(self.net), "loss": cal, "epoch": e})
             return loss
 
         history = trainer.run(epoch_and_select)
         if best_file is not None and best_file.exists():
-            self.net.load_state_dict(load_weights(best_file))
+            self.net.load_state_dict(load_weights(best_file)["model"])
             self.metadata["selected_epoch"] = best.get("epoch")
         self.calibrate(calibration or train)
         self.fitted_ = True

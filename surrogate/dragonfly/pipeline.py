@@ -93,6 +93,11 @@ class DragonflyPipeline(Pipeline):
         files = sorted(data.glob(f"{split}_*.nc")) or sorted(data.glob(f"{split}_*.zarr"))
         return [read_data(p) for p in files]
 
+    @classmethod
+    def batch_sizes(cls, case: DragonflyCase) -> dict[str, int]:
+        return {f"{m.label}: train.batch_size": case.train_for(m).batch_size for m in case.methods
+                if m.kind in M.smart.KINDS}
+
     def _samples(self, data: Path, split: str) -> list[M.Samples]:
         return M.samples_from_runs(self._runs(data, split), self.case.data.steps)
 
@@ -117,7 +122,8 @@ class DragonflyPipeline(Pipeline):
             t0 = time.perf_counter()
             losses = method.fit(train, cal, case.train_for(spec), self.run.sub("checkpoints") / f"{spec.label}.pt",
                                 case.seed)
-            history[spec.label] = {"loss": losses, "wall_seconds": round(time.perf_counter() - t0, 2)}
+            history[spec.label] = {"loss": losses, "wall_seconds": round(time.perf_counter() - t0, 2),
+                                   "samples_per_epoch": sum(map(len, train))}
             method.save(model_dir)
             write_json(hist_file, history)
             self.log(f"fit: {spec.label} ({history[spec.label]['wall_seconds']} s)"

@@ -45,6 +45,10 @@ class MMGPPipeline(Pipeline):
                 "counts": {"train": d.n_train, "test": d.n_test, "ood": d.n_ood},
                 **({"data_format": d.format} if d.format != "netcdf" else {})}
 
+    @classmethod
+    def batch_sizes(cls, case: MMGPCase) -> dict[str, int]:
+        return {f"{m.label}: batch_size": m.batch_size for m in case.methods if m.kind == "gnn"}
+
     def generate_data(self, out: Path) -> None:
         cfg = self.data_config(self.case)
         write_json(out / "config.json", cfg)
@@ -55,7 +59,7 @@ class MMGPPipeline(Pipeline):
     # ----------------------------------------------------------------- fit
     def _build(self, spec):
         if spec.kind == "gnn":
-            return GNNSurrogate(spec.hidden, spec.layers, spec.lr)
+            return GNNSurrogate(spec.hidden, spec.layers, spec.lr, spec.batch_size)
         if spec.kind == "oracle_gp":
             base = self.case.surrogate
             return MMGP(**{**mmgp_settings(base), "field_modes": spec.field_modes, "restarts": spec.restarts,
@@ -88,7 +92,7 @@ class MMGPPipeline(Pipeline):
                 continue
             if spec.kind == "gnn":
                 budget = spec.time_budget or timing.get(case.surrogate.label, {}).get("seconds", 60.0)
-                model.fit(train, budget, case.seed, spec.max_epochs)
+                model.fit(train, budget, case.seed, spec.max_epochs, self.run.sub("checkpoints") / f"{spec.label}.pt")
                 self.log(f"fit: {spec.label}: {model.steps} steps, {model.epochs} epochs in {budget:.0f} s")
             else:
                 model.fit(train, case.seed)

@@ -103,6 +103,7 @@ class GNNSpec(MethodSpec):
     lr: float = Field(1e-3, gt=0, le=1)
     time_budget: float | None = Field(None, gt=0, description="training seconds; default: MMGP's training time")
     max_epochs: int = Field(10_000, ge=1)
+    batch_size: int = Field(1, ge=1, description="meshes per gradient step (a multiple of the torchrun world size)")
 
 
 Method = Annotated[Union[MMGPSpec, OracleGPSpec, GNNSpec], Field(discriminator="kind")]

@@ -64,6 +64,10 @@ class ProsePipeline(Pipeline):
                 "ood_spread", "corruption", "p_add", "p_delete")
         return {"format": 1, "seed": case.seed, **{k: getattr(d, k) for k in keys}}
 
+    @classmethod
+    def batch_sizes(cls, case: ProseCase) -> dict[str, int]:
+        return {"train.batch_size": case.train.batch_size}
+
     def generate_data(self, out: Path) -> None:
         d = self.case.data
         p_add, p_delete = (d.p_add, d.p_delete) if d.corruption else (0.0, 0.0)
@@ -124,6 +128,7 @@ class ProsePipeline(Pipeline):
                                f"train {name}")
             hist["parameters"] = count_parameters(model)
             hist["steps"] = steps
+            hist["batch_size"] = case.train.batch_size
             meta = {"case": case.name, "method": name, "n_input": case.data.n_input,
                     "input_step": case.data.input_step, "families_trained": [n for n in names
                                                                              if n not in case.data.held_out],

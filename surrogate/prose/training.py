@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import xarray as xr
 
+from surrogate.core import distributed
 from surrogate.core.training import Trainer
-from surrogate.prose.model import ProseModel, prose_loss
+from surrogate.prose.model import DATA_LOSS_WEIGHT, SYMBOL_LOSS_WEIGHT, ProseModel, prose_loss
 from surrogate.prose.odes import N_OBSERVED
 from surrogate.prose.symbols import VOCABULARY
 
@@ -88,15 +89,53 @@ def lr_factor(step: int, total: int, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
+def draw_batch(data: Arrays, spec, noise_level: float, gen: torch.Generator, use_symbols: bool) -> list[torch.Tensor]:
+    """One global batch: [t_obs, u_obs, t_query, target_u] (+ [skeleton, target] with symbols).
+
+    Every rank draws the whole batch from the same generator and then keeps its part, so the random
+    stream (samples, noise, query times, dropped skeletons) is the single-process one under torchrun.
+    """
+    lo, hi = spec.queries
+    idx = torch.randint(len(data), (spec.batch_size,), generator=gen)
+    clean = data.u[idx]
+    noisy = redraw_noise(clean, noise_level, gen)
+    n_query = int(torch.randint(lo, hi + 1, (1,), generator=gen))
+    q = data.out[torch.randperm(len(data.out), generator=gen)[:n_query]]
+    target_u = (noisy if spec.noisy_targets else clean)[:, q]
+    t_obs = data.times[data.obs].expand(len(idx), -1)
+    t_query = data.times[q].expand(len(idx), -1)
+    batch = [t_obs, noisy[:, data.obs], t_query, target_u]
+    if use_symbols:
+        skeleton = data.skeleton[idx].clone()
+        drop = torch.rand(len(idx), generator=gen) < spec.no_skeleton
+        skeleton[drop] = VOCABULARY.pad_id
+        skeleton[drop, 0] = VOCABULARY.bos_id
+        target = data.target[idx]
+        target = target[:, : int((target != VOCABULARY.pad_id).sum(1).max())]
+        batch += [skeleton, target]
+    return batch
+
+
+def symbol_tokens(target: torch.Tensor | None) -> int:
+    """Tokens the symbol loss averages over: the predicted positions that are not padding."""
+    return 0 if target is None else int((target[:, 1:] != VOCABULARY.pad_id).sum())
+
+
 def train_prose(model: ProseModel, data: Arrays, spec, steps: int, noise_level: float, checkpoint: Path,
                 seed: int, device: torch.device, log: Callable[[str], None], desc: str) -> dict:
-    """Train; resumes from ``checkpoint``. Returns the loss history and the wall time of this call."""
+    """Train; resumes from ``checkpoint``. Returns the loss history and the wall time of this call.
+
+    Under torchrun each rank takes its share of every global batch (DDP averages the gradients); the
+    data loss is weighted by samples and the symbol loss by tokens, so the gradient is the global one.
+    """
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     epochs = math.ceil(steps / spec.steps_per_epoch)
     trainer = Trainer(model, opt, None, checkpoint, epochs, desc)
-    lo, hi = spec.queries
+    distributed.check_divides(spec.batch_size, "train.batch_size")
+    net = distributed.wrap(model)
     use_symbols = model.cfg.symbols
+    everyone = torch.arange(spec.batch_size)  # positions in the global batch
     bf16 = spec.bf16 and device.type == "cuda"
     parts: dict[str, list[float]] = {"data": [], "symbol": []}
     started = time.perf_counter()
@@ -108,38 +147,27 @@ def train_prose(model: ProseModel, data: Arrays, spec, steps: int, noise_level: 
         for step in range(first, last):
             for group in opt.param_groups:
                 group["lr"] = spec.lr * lr_factor(step, steps, spec.warmup)
-            idx = torch.randint(len(data), (spec.batch_size,), generator=gen)
-            clean = data.u[idx]
-            noisy = redraw_noise(clean, noise_level, gen)
-            n_query = int(torch.randint(lo, hi + 1, (1,), generator=gen))
-            q = data.out[torch.randperm(len(data.out), generator=gen)[:n_query]]
-            target_u = (noisy if spec.noisy_targets else clean)[:, q]
-            t_obs = data.times[data.obs].expand(len(idx), -1)
-            t_query = data.times[q].expand(len(idx), -1)
-            batch = [t_obs, noisy[:, data.obs], t_query, target_u]
-            skeleton = target = None
-            if use_symbols:
-                skeleton = data.skeleton[idx].clone()
-                drop = torch.rand(len(idx), generator=gen) < spec.no_skeleton
-                skeleton[drop] = VOCABULARY.pad_id
-                skeleton[drop, 0] = VOCABULARY.bos_id
-                target = data.target[idx]
-                target = target[:, : int((target != VOCABULARY.pad_id).sum(1).max())]
-                batch += [skeleton, target]
-            batch = [b.to(device) for b in batch]
+            whole = draw_batch(data, spec, noise_level, gen, use_symbols)
+            rows, weight = distributed.shard(everyone)
+            batch = [b[rows].to(device) for b in whole]
             t_obs, u_obs, t_query, target_u = batch[:4]
-            if use_symbols:
-                skeleton, target = batch[4:]
+            skeleton, target = batch[4:] if use_symbols else (None, None)
+            whole_target = whole[5] if use_symbols else None
+            token_weight = distributed.weight_for(symbol_tokens(target), symbol_tokens(whole_target), rows, everyone)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                u_pred, logits = model(t_obs, u_obs, t_query, skeleton, None if target is None else target[:, :-1])
-                loss, data_loss, symbol_loss = prose_loss(u_pred.float(), target_u,
-                                                          None if logits is None else logits.float(),
-                                                          None if target is None else target[:, 1:])
+                u_pred, logits = net(t_obs, u_obs, t_query, skeleton, None if target is None else target[:, :-1])
+                _, data_loss, symbol_loss = prose_loss(u_pred.float(), target_u,
+                                                       None if logits is None else logits.float(),
+                                                       None if target is None else target[:, 1:])
+            shared = DATA_LOSS_WEIGHT * data_loss * weight + SYMBOL_LOSS_WEIGHT * symbol_loss * token_weight
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            shared.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
             opt.step()
-            totals += [loss.item(), data_loss.item(), symbol_loss.item()]
+            data_part = distributed.part_of_global_mean(data_loss.item(), weight)
+            symbol_part = distributed.part_of_global_mean(symbol_loss.item(), token_weight)
+            totals += [DATA_LOSS_WEIGHT * data_part + SYMBOL_LOSS_WEIGHT * symbol_part, data_part, symbol_part]
+        totals = np.array(distributed.sum_over_ranks(*totals))
         n = max(1, last - first)
         parts["data"].append(totals[1] / n)
         parts["symbol"].append(totals[2] / n)
