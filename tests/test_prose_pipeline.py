@@ -43,6 +43,9 @@ def test_smoke_run_writes_metrics_predictions_and_figures(run):
                    "rhs_rel_l2_median_skeleton_clean", "skeleton_match_skeleton_none", "inference_ms_per_trajectory"):
         assert ("prose", metric) in got, metric
     assert ("nominal", "rhs_rel_l2_median") in got and ("data", "test_train_distance_median") in got
+    for metric in ("rhs_rel_l2_median", "rhs_rel_l2_median_lorenz", "rel_l2_clean_2-4_median",
+                   "rel_l2_clean_4-6_median", "refine_ms_per_trajectory", "rhs_rel_l2_median_ood"):
+        assert ("prose_refined", metric) in got, metric
     nominal_row = next(r for r in metrics["rows"] if r["method"] == "nominal" and r["metric"] == "rhs_rel_l2_median")
     assert 0 < nominal_row["value"] < 0.2  # parameters within 10% of nominal
     pred = read_netcdf(run / "predictions.nc")
@@ -71,6 +74,23 @@ def test_load_and_predict_match_the_evaluation(run, observed):
     assert u_d.shape == (128, 3) and none is None
     with pytest.raises(ValueError, match="data-only model"):
         data_only.predict(t_obs, u_obs, t_query, skeleton=["u_1", "u_0", "u_2"])
+
+
+def test_predict_refines_equations_on_request(run, observed):
+    m = surrogate.load(run)
+    t_obs, u_obs, t_query = observed
+    u_faithful, faithful = m.predict(t_obs, u_obs, t_query)
+    u_refined, refined = m.predict(t_obs, u_obs, t_query, refine=True)
+    np.testing.assert_array_equal(u_refined, u_faithful)  # the operator output does not change
+    assert (faithful is None) == (refined is None)
+    if refined is not None:
+        assert len(refined) == 3 and all(isinstance(e, sympy.Expr) for e in refined)
+        # same tree: the refined equation has the same variables in every component
+        assert [e.free_symbols for e in refined] == [e.free_symbols for e in faithful]
+    with pytest.raises(TypeError, match="refine: expected True, False or a"):
+        m.predict(t_obs, u_obs, t_query, refine="yes")
+    with pytest.raises(ValueError, match="refine: this is the data-only model"):
+        surrogate.load(run, method="prose_data_only").predict(t_obs, u_obs, t_query, refine=True)
 
 
 @pytest.mark.parametrize("change, match", [

@@ -50,20 +50,25 @@ def _numbers_as_parameters(system: System) -> tuple[System, list[float]]:
     return tuple(walk(t) for t in system), values
 
 
-def grouped_fields(systems: Sequence[System]) -> list[tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]]:
-    """Group systems with the same tree; returns (sample indices, batched field of their states)."""
+def group_by_tree(systems: Sequence[System]) -> list[tuple[System, np.ndarray, np.ndarray]]:
+    """Systems with the same tree up to their numbers: (tree with parameters c<k>, sample indices, numbers (G, K))."""
     groups: dict[System, tuple[list[int], list[list[float]]]] = {}
     for i, system in enumerate(systems):
         shape, values = _numbers_as_parameters(system)
         rows, vals = groups.setdefault(shape, ([], []))
         rows.append(i)
         vals.append(values)
+    return [(shape, np.array(rows), np.array(vals, dtype=float).reshape(len(rows), -1))
+            for shape, (rows, vals) in groups.items()]
+
+
+def grouped_fields(systems: Sequence[System]) -> list[tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]]:
+    """Group systems with the same tree; returns (sample indices, batched field of their states)."""
     out = []
-    for shape, (rows, vals) in groups.items():
+    for shape, rows, v in group_by_tree(systems):
         f = compile_system(shape)
-        v = np.array(vals, dtype=float).reshape(len(rows), -1)
         params = {f"c{k}": v[:, k] for k in range(v.shape[1])}
-        out.append((np.array(rows), lambda u, f=f, params=params: f(u, params)))
+        out.append((rows, lambda u, f=f, params=params: f(u, params)))
     return out
 
 

@@ -20,6 +20,7 @@ import torch
 
 from surrogate.core.store import load_weights, save_weights, tensor_state, write_json
 from surrogate.prose.model import ProseConfig, ProseModel
+from surrogate.prose.refine import as_refinement, refine_systems
 from surrogate.prose.symbols import (
     PLACEHOLDER,
     SEPARATOR,
@@ -207,7 +208,7 @@ class ProseSurrogate:
         return torch.tensor(ids, dtype=torch.long)[None].expand(batch, -1)
 
     @torch.no_grad()
-    def predict(self, t_obs, u_obs, t_query, skeleton=None):
+    def predict(self, t_obs, u_obs, t_query, skeleton=None, refine=False):
         """States at ``t_query`` and the decoded equations.
 
         t_obs (N,) strictly increasing, u_obs (N, 3) or (B, N, 3), N >= ``n_input`` (an evenly spaced
@@ -215,7 +216,15 @@ class ProseSurrogate:
         ``(u_query, equations)``: u_query (Q, 3) or (B, Q, 3); equations a list of 3 sympy expressions
         in u_0, u_1, u_2 per trajectory (None where the decoded tokens are no valid expression; None
         altogether for the data-only model).
+
+        ``refine=False`` gives the decoder's faithful output. ``refine=True`` (or a
+        ``surrogate.prose.refine.Refinement``) keeps each decoded tree and re-fits its numbers to all
+        the given observations (``surrogate.prose.refine``); its default, trajectory matching, needs
+        evenly spaced t_obs.
         """
+        options = as_refinement(refine)
+        if options is not None and not self.model_.cfg.symbols:
+            raise ValueError("refine: this is the data-only model, which decodes no equations; pass refine=False")
         t_obs, u, t_query, single = self._check(t_obs, u_obs, t_query)
         keep = np.round(np.linspace(0, len(t_obs) - 1, self.n_input)).astype(int)
         t0 = t_obs[0]
@@ -230,7 +239,10 @@ class ProseSurrogate:
         equations = None
         if text is not None:
             tokens = self.model_.decode(text, text_pad).cpu().numpy()
-            equations = [None if s is None else to_sympy(s) for s in decode_systems(tokens, self.dim)]
+            systems = decode_systems(tokens, self.dim)
+            if options is not None:
+                systems = refine_systems(systems, t_obs, u, options)
+            equations = [None if s is None else to_sympy(s) for s in systems]
         if single:
             return u_query[0], None if equations is None else equations[0]
         return u_query, equations
