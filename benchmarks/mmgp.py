@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curve-sizes", type=int, nargs="*", default=[16, 32, 64, 125, 250, 500])
     p.add_argument("--curve-repeats", type=int, default=5)
     p.add_argument("--curve-test", type=int, default=200, help="test shapes scored in the learning curve")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further case overrides, e.g. workers=1 to solve missing samples on one process")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     overrides = [f"seed={args.seed}"]
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"evaluate.baselines=[{{kind: mmgp, name: mmgp_faithful, uncertainty: monte_carlo_as_published, "
                       f"max_iter: {m}}}, {{kind: mmgp, name: mmgp_faithful_closed_form, max_iter: {m}}}, "
                       f"{{kind: oracle_gp, max_iter: {m}}}, gnn]"]
-    case = load_case(ROOT / "cases" / "mmgp.yaml", None, overrides)
+    case = load_case(ROOT / "cases" / "mmgp.yaml", None, overrides + args.set)
     if args.run:
         run = RunFolder(Path(args.run))
         if run.meta().get("case_digest") != case.digest():

@@ -32,15 +32,49 @@ def square_with_hole():
     return p, t[keep]
 
 
-@pytest.mark.parametrize("anchored", [False, True])
-def test_floater_map_is_a_valid_disk_mesh(specimen, anchored):
+@pytest.mark.parametrize("anchored,weights", [(False, "uniform"), (True, "uniform"), (True, "mean_value")])
+def test_floater_map_is_a_valid_disk_mesh(specimen, anchored, weights):
     nodes, tris = specimen
-    disk = floater_disk(nodes, tris, anchored)
+    disk = floater_disk(nodes, tris, anchored, weights)
     assert signed_areas(disk, tris).min() > 0  # no inverted triangle: a bijection
     assert np.linalg.norm(disk, axis=1).max() <= 1 + 1e-12
     if anchored:  # the bottom-left corner goes to angle 5 pi / 4
         corner = np.argmin(nodes.sum(1))
         assert np.allclose(disk[corner], [np.cos(1.25 * np.pi), np.sin(1.25 * np.pi)])
+
+
+def test_mean_value_weights_reproduce_linear_functions(specimen):
+    from surrogate.mmgp.morphing import boundary_loops, mean_value_weights
+
+    nodes, tris = specimen
+    W = mean_value_weights(nodes, tris)
+    assert W.data.min() > 0
+    interior = np.setdiff1d(np.arange(len(nodes)), boundary_loops(tris)[0])
+    residual = (np.asarray(W.sum(1)) * nodes - W @ nodes)[interior]  # each node the weighted mean of its neighbours
+    assert np.abs(residual).max() < 1e-10 * np.abs(W @ nodes).max()
+
+
+def test_percentile_read_off_a_field_matches_the_solver_definition(specimen):
+    from surrogate.mmgp.fem import weighted_percentile
+    from surrogate.mmgp.numpy_mmgp import element_percentile
+
+    nodes, tris = specimen
+    field = np.exp(2 * nodes[:, 0]) + nodes[:, 1] ** 2
+    areas = np.abs(signed_areas(nodes, tris))
+    level, weights = element_percentile(field, tris, areas, 99.5)
+    assert np.isclose(level, weighted_percentile(field[tris].mean(1), areas, 99.5))
+    assert np.isclose(weights.sum(), 1.0) and (weights >= 0).all()
+    shifted, _ = element_percentile(field + 0.01, tris, areas, 99.5)  # a uniform shift moves it one for one
+    assert np.isclose(shifted - level, weights @ np.full(len(nodes), 0.01))
+
+
+def test_leading_modes_get_their_own_kernels_and_later_ones_share():
+    from surrogate.mmgp.model import MMGP
+
+    m = MMGP(kernel="per_leading_mode", own_kernel_modes=3, tail_group=4)
+    groups = m._field_groups(np.arange(10, 20))
+    assert [g.tolist() for g in groups] == [[10], [11], [12], [13, 14, 15, 16], [17, 18, 19]]
+    assert len(MMGP(kernel="shared_per_field")._field_groups(np.arange(5))) == 1
 
 
 def test_interpolation_is_exact_for_linear_fields_and_clamps_outside(specimen):
@@ -119,6 +153,37 @@ def test_gp_learns_a_smooth_function_with_calibrated_intervals():
     err = np.abs(mean * sd + mu - f(xt))
     assert np.sqrt((err**2).mean(0)).max() < 0.02 * sd.min()
     assert 0.85 <= np.mean(err <= 1.96 * np.sqrt(var) * sd) <= 1.0
+
+
+def test_leave_one_out_variance_factor_matches_refitting_without_each_point():
+    from surrogate.mmgp.gp import GPPredictor, fit_gps
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (25, 2))
+    y = np.column_stack([np.sin(3 * x[:, 0]) + x[:, 1], x[:, 0] * x[:, 1]])
+    y = (y - y.mean(0)) / y.std(0)
+    groups = [np.array([0, 1])]
+    hyper = fit_gps(x, y, groups, restarts=1, max_iter=50)
+    factor = float(GPPredictor(x, y, groups, hyper).loo_variance_factor()[0])
+    ratios = []
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        mean, var = GPPredictor(x[keep], y[keep], groups, hyper).predict(x[i:i + 1])
+        ratios.append((y[i] - mean[0]) ** 2 / var[0])
+    assert np.isclose(factor, np.mean(ratios), rtol=1e-6)
+
+
+def test_percentile_spread_makes_standardised_errors_unit_mean_square():
+    from surrogate.mmgp.model import _unit_mean_square_spread
+
+    rng = np.random.default_rng(5)
+    values = rng.uniform(1, 2, 200)
+    errors2 = (0.03 * values * rng.normal(size=200)) ** 2
+    variances = np.full(200, 1e-6)
+    s = _unit_mean_square_spread(errors2, variances, values**2)
+    assert np.isclose(np.mean(errors2 / (variances + s**2 * values**2)), 1.0)
+    assert 0.02 < s < 0.04
+    assert _unit_mean_square_spread(errors2, 10 * errors2, values**2) == 0.0  # already covered
 
 
 def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(mmgp_smoke_run, tmp_path):

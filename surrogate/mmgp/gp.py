@@ -26,6 +26,7 @@ def _kernel(batch: tuple[int, ...], dims: int):
 
 
 SQRT5 = math.sqrt(5.0)
+CHUNK_BYTES = 2**21  # n x n float64 temporaries per chunk of GPs stay about this size (one GP at n = 500)
 
 
 def matern52(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,8 +65,20 @@ class _Objective:
         return torch.exp(t[..., : self.d]), torch.exp(t[..., self.d]), self.floor + torch.exp(t[..., self.d + 1])
 
     def mll_and_grad(self, theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        ls, scale, noise = self.unpack(theta)
-        z = self.x / ls[..., None, :]  # (R, G, n, d)
+        ls, scale, noise = (v.reshape(self.R * self.G, *v.shape[2:]) for v in self.unpack(theta))
+        rhs = self.rhs.repeat(self.R, 1, 1)
+        counts = self.counts.repeat(self.R)
+        # a few GPs at a time: small temporaries stay in the allocator's heap instead of being
+        # mapped and unmapped on every call, which cost more system time than the algebra itself
+        step = max(1, CHUNK_BYTES // (8 * self.n * self.n))
+        parts = [self._batch_mll_and_grad(ls[i:i + step], scale[i:i + step], noise[i:i + step], rhs[i:i + step],
+                                          counts[i:i + step]) for i in range(0, len(ls), step)]
+        mll = torch.cat([m for m, _ in parts]).reshape(self.R, self.G)
+        grad = torch.cat([g for _, g in parts]).reshape(self.R, self.G, self.d + 2)
+        return mll, grad
+
+    def _batch_mll_and_grad(self, ls, scale, noise, rhs, m):
+        z = self.x / ls[..., None, :]  # (B, n, d)
         k, c = matern52(z, z)
         eye = torch.eye(self.n, dtype=DTYPE)
         K = scale[..., None, None] * k + (noise[..., None, None] + 1e-10) * eye
@@ -73,14 +86,13 @@ class _Objective:
         bad = info > 0
         if bad.any():
             L = torch.where(bad[..., None, None], torch.linalg.cholesky(K + 1e-3 * eye), L)
-        alpha = torch.cholesky_solve(self.rhs.expand(self.R, -1, -1, -1), L)  # (R, G, n, w)
+        alpha = torch.cholesky_solve(rhs, L)  # (B, n, w)
         logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-        fit = (self.rhs * alpha).sum((-2, -1))
-        m = self.counts
+        fit = (rhs * alpha).sum((-2, -1))
         mll = -0.5 * fit - 0.5 * m * (logdet + self.n * math.log(2 * math.pi))
         W = alpha @ alpha.transpose(-1, -2) - m[:, None, None] * torch.cholesky_inverse(L)
         A = 0.5 * W * scale[..., None, None] * c
-        a = A.sum(-1)  # (R, G, n)
+        a = A.sum(-1)  # (B, n)
         g_ls = 2 * (a[..., None] * z**2).sum(-2) - 2 * (z * (A @ z)).sum(-2)
         g_scale = 0.5 * (W * scale[..., None, None] * k).sum((-2, -1))
         g_noise = 0.5 * (noise - self.floor) * torch.diagonal(W, dim1=-2, dim2=-1).sum(-1)
@@ -141,11 +153,37 @@ class GPPredictor:
             self.kernel.base_kernel.lengthscale = hyper["lengthscale"]
             self.kernel.outputscale = hyper["outputscale"]
         self.noise = hyper["noise"]
+        # 1 unless calibrated (see `loo_variance_factor`); scales the whole predictive variance of a group
+        self.variance_factor = hyper.get("variance_factor", torch.ones(G, dtype=DTYPE))
         with torch.no_grad():
             eye = torch.eye(len(self.x), dtype=DTYPE)
             K = self.kernel(self.x).to_dense() + (self.noise[:, None, None] + 1e-10) * eye
             self.L = torch.linalg.cholesky(K)
             self.alpha = [torch.cholesky_solve(self.Y[:, cols], self.L[g]) for g, cols in enumerate(groups)]
+
+    @torch.no_grad()
+    def leave_one_out(self) -> tuple[np.ndarray, np.ndarray]:
+        """Closed-form leave-one-out mean and variance (n, m) at the training inputs (same hyperparameters):
+        mean_i = y_i - [K^-1 y]_i / [K^-1]_ii, variance_i = 1 / [K^-1]_ii, times the group's variance factor."""
+        mean, var = torch.zeros_like(self.Y), torch.zeros_like(self.Y)
+        for g, cols in enumerate(self.groups):
+            inverse_diagonal = torch.diagonal(torch.cholesky_inverse(self.L[g]))[:, None]
+            mean[:, cols] = self.Y[:, cols] - self.alpha[g] / inverse_diagonal
+            var[:, cols] = self.variance_factor[g] / inverse_diagonal
+        return mean.numpy(), var.numpy()
+
+    @torch.no_grad()
+    def loo_variance_factor(self) -> torch.Tensor:
+        """Per group, the mean of (leave-one-out residual)^2 / (leave-one-out variance) over the training
+        points and the group's outputs: both are closed form, r_i = [K^-1 y]_i / [K^-1]_ii and
+        v_i = 1 / [K^-1]_ii. Multiplying the predictive variance by it makes the standardised LOO residuals
+        have unit variance, which the maximum-likelihood hyperparameters alone do not ensure."""
+        factors = []
+        for g in range(len(self.groups)):
+            inverse_diagonal = torch.diagonal(torch.cholesky_inverse(self.L[g]))
+            residual = self.alpha[g] / inverse_diagonal[:, None]
+            factors.append(float((residual**2 * inverse_diagonal[:, None]).mean()))
+        return torch.tensor(factors, dtype=DTYPE)
 
     @torch.no_grad()
     def predict(self, x_new: np.ndarray, observation_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -160,5 +198,5 @@ class GPPredictor:
             mean[:, cols] = Ks[g] @ self.alpha[g]
             v = torch.linalg.solve_triangular(self.L[g], Ks[g].T, upper=False)
             latent = (prior[g] - (v**2).sum(0)).clamp_min(0.0)
-            var[:, cols] = (latent + (self.noise[g] if observation_noise else 0.0))[:, None]
+            var[:, cols] = (self.variance_factor[g] * (latent + (self.noise[g] if observation_noise else 0.0)))[:, None]
         return mean.numpy(), var.numpy()

@@ -16,8 +16,16 @@ from surrogate.core.store import load_weights, read_json, save_weights, write_js
 from surrogate.mmgp.data import FIELDS, SCALAR_INPUTS, Sample
 from surrogate.mmgp.fem import SCALAR_OUTPUTS
 from surrogate.mmgp.gp import GPPredictor, fit_gps
-from surrogate.mmgp.morphing import check_mesh, floater_disk, interpolation_matrix
-from surrogate.mmgp.numpy_mmgp import NumpyMMGP, gp_inputs, unit
+from surrogate.mmgp.morphing import check_mesh, floater_disk, interpolation_matrix, signed_areas
+from surrogate.mmgp.numpy_mmgp import (
+    FIELD_PERCENTILES,
+    NumpyMMGP,
+    element_percentile,
+    gp_inputs,
+    morphing_anchored,
+    morphing_weights,
+    unit,
+)
 from surrogate.mmgp.pod import POD, mass_matrix
 
 
@@ -37,11 +45,27 @@ class Standardizer:
         return (values - self.mean) / self.std
 
 
+def _unit_mean_square_spread(squared_errors: np.ndarray, variances: np.ndarray, scale2: np.ndarray) -> float:
+    """The s >= 0 with mean(e^2 / (v + s^2 c^2)) = 1 (bisection: the left side falls as s grows); 0 when the
+    variances alone already cover the errors."""
+    ratio = lambda s: float(np.mean(squared_errors / (variances + s**2 * scale2 + 1e-300)))  # noqa: E731
+    if ratio(0.0) <= 1.0:
+        return 0.0
+    low, high = 0.0, 1.0
+    while ratio(high) > 1.0:
+        high *= 2
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if ratio(mid) > 1.0 else (low, mid)
+    return high
+
+
 class MMGP:
     """Call `fit(samples)` (or load a trained one); then `predict(mesh, scalars)`.
 
-    Settings (see MMGPSpec): morphing, shape_modes, field_modes, energy, center, kernel, restarts,
-    max_iter, noise_floor, truncation_variance, uncertainty.
+    Settings (see MMGPSpec): morphing, shape_modes, field_modes, energy, center, kernel, own_kernel_modes,
+    tail_group, log_scalars, percentile_from_field, restarts, max_iter, noise_floor, truncation_variance,
+    loo_calibration, uncertainty.
     """
 
     def __init__(self, **settings: Any):
@@ -49,7 +73,8 @@ class MMGP:
 
     # ----------------------------------------------------------------- geometry
     def _disk(self, nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-        return floater_disk(nodes, triangles, anchored=self.settings["morphing"] == "floater_anchored")
+        return floater_disk(nodes, triangles, anchored=morphing_anchored(self.settings["morphing"]),
+                            weights=morphing_weights(self.settings["morphing"]))
 
     def _to_common(self, nodes, triangles):
         """P: P1 transfer from the sample's morphed mesh to the common mesh nodes, and the morphed nodes."""
@@ -64,9 +89,10 @@ class MMGP:
         self.common_disk_ = self._disk(common.nodes, common.triangles)
         mass = mass_matrix(self.common_disk_, self.common_triangles_)
         scaling = s.get("scaling", "none")
-        coords, fields = [], {f: [] for f in FIELDS}
+        coords, fields, disks = [], {f: [] for f in FIELDS}, []
         for smp in samples:
-            P, _ = self._to_common(smp.nodes, smp.triangles)
+            P, disk = self._to_common(smp.nodes, smp.triangles)
+            disks.append(disk)
             xy = P @ smp.nodes
             coords.append(np.concatenate([xy[:, 0], xy[:, 1]]))
             for f in FIELDS:
@@ -84,8 +110,9 @@ class MMGP:
         self.x_scaler_ = Standardizer.fit(X)
         x = self.x_scaler_(X)
         targets = [self.field_pods_[f].transform(np.array(fields[f])) for f in FIELDS]
-        targets.append(np.array([[o / self._unit(k, smp.inputs) for k, o in zip(SCALAR_OUTPUTS, smp.outputs)]
-                                 for smp in samples]))
+        scalars = np.array([[o / self._unit(k, smp.inputs) for k, o in zip(SCALAR_OUTPUTS, smp.outputs)]
+                            for smp in samples])
+        targets.append(self._scalar_targets(scalars))
         Y = np.column_stack(targets)
         self.y_scaler_ = Standardizer.fit(Y)
         self.groups_ = self._groups()
@@ -95,7 +122,46 @@ class MMGP:
         self.shape_distance_limit_ = float(3 * np.percentile(dist.min(1), 99)) if len(z) > 1 else np.inf
         self.hyper_ = fit_gps(x, self.y_scaler_(Y), self.groups_, s["restarts"], s["max_iter"], s["noise_floor"], seed)
         self._build(x, self.y_scaler_(Y))
+        if s.get("loo_calibration", False):
+            self.hyper_["variance_factor"] = self.gp_.loo_variance_factor()
+            self._build(x, self.y_scaler_(Y))
+        self.percentile_calibration_ = (self._calibrate_percentiles(samples, disks)
+                                        if s.get("percentile_from_field") else {})
         return self
+
+    def _calibrate_percentiles(self, samples: list[Sample], disks: list[np.ndarray]) -> dict[str, list[float]]:
+        """Per percentile output, [bias, spread]: the mean log ratio of the solver's value to the percentile of
+        the leave-one-out predicted field on each training shape, and the relative std that, added to the
+        first-order GP variance, gives those leave-one-out errors unit mean square (see NumpyMMGP)."""
+        mean, var = self.gp_.leave_one_out()
+        mean, var = mean * self.y_scaler_.std + self.y_scaler_.mean, var * self.y_scaler_.std**2
+        starts = np.cumsum([0] + [self.field_pods_[f].n_modes_ for f in FIELDS])
+        columns = {f: slice(a, b) for f, a, b in zip(FIELDS, starts[:-1], starts[1:])}
+        result = {}
+        for name, (f, q) in FIELD_PERCENTILES.items():
+            pod, cols = self.field_pods_[f], columns[f]
+            levels, first_order, truth = [], [], []
+            for i, (smp, disk) in enumerate(zip(samples, disks)):
+                Q = interpolation_matrix(self.common_disk_, self.common_triangles_, disk)
+                u = self._unit(f, smp.inputs)
+                field = Q @ (pod.mean_ + mean[i, cols] @ pod.modes_) * u
+                areas = np.abs(signed_areas(smp.nodes, smp.triangles))
+                level, weights = element_percentile(field, smp.triangles, areas, q)
+                levels.append(level)
+                first_order.append(float(((weights @ (Q @ pod.modes_.T) * u) ** 2) @ var[i, cols]))
+                truth.append(smp.outputs[list(SCALAR_OUTPUTS).index(name)])
+            levels, first_order, truth = map(np.array, (levels, first_order, truth))
+            bias = float(np.mean(np.log(truth / levels)))
+            values = levels * np.exp(bias)
+            result[name] = [bias, _unit_mean_square_spread((truth - values) ** 2, first_order, values**2)]
+        return result
+
+    def _scalar_targets(self, scalars: np.ndarray) -> np.ndarray:
+        if not self.settings.get("log_scalars", False):
+            return scalars
+        if (scalars <= 0).any():  # the outputs of this case are positive by construction
+            raise ValueError("log_scalars needs positive scalar outputs; set log_scalars: false for this data")
+        return np.log(scalars)  # relative errors become absolute ones, the metric the GP then minimises
 
     def _unit(self, output: str, inputs: np.ndarray) -> float:
         return unit(output, inputs, self.settings.get("scaling", "none"))
@@ -104,11 +170,20 @@ class MMGP:
         groups, start = [], 0
         for f in FIELDS:
             n = self.field_pods_[f].n_modes_
-            cols = np.arange(start, start + n)
-            groups += [cols] if self.settings["kernel"] == "shared_per_field" else [np.array([c]) for c in cols]
+            groups += self._field_groups(np.arange(start, start + n))
             start += n
         groups += [np.array([start + j]) for j in range(len(SCALAR_OUTPUTS))]
         return groups
+
+    def _field_groups(self, cols: np.ndarray) -> list[np.ndarray]:
+        """Outputs sharing a kernel: the leading modes carry most of the energy and each gets its own;
+        the many small later modes share kernels, which costs one factorisation per group, not per mode."""
+        kernel = self.settings["kernel"]
+        if kernel == "shared_per_field":
+            return [cols]
+        own = len(cols) if kernel == "per_output" else self.settings.get("own_kernel_modes", 16)
+        tail, step = cols[own:], self.settings.get("tail_group", 8)
+        return [np.array([c]) for c in cols[:own]] + [tail[i:i + step] for i in range(0, len(tail), step)]
 
     def _build(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x_train_, self.y_train_ = x, y
@@ -133,7 +208,9 @@ class MMGP:
             "fields": np.array(list(FIELDS)), "scalars": np.array(list(SCALAR_OUTPUTS)),
             "scaling": np.array(s.get("scaling", "none")), "uncertainty": np.array(s["uncertainty"]),
             "truncation_variance": np.array(bool(s["truncation_variance"])),
-            "anchored": np.array(s["morphing"] == "floater_anchored"),
+            "log_scalars": np.array(bool(s.get("log_scalars", False))),
+            "anchored": np.array(morphing_anchored(s["morphing"])),
+            "morphing_weights": np.array(morphing_weights(s["morphing"])),
             "common_disk": self.common_disk_, "common_triangles": self.common_triangles_,
             "shape_mean": pod.mean_, "shape_projector": pod._apply_mass(pod.modes_).T,
             "input_mean": self.input_scaler_.mean, "input_std": self.input_scaler_.std,
@@ -142,8 +219,12 @@ class MMGP:
             "x_train": self.x_train_, "alpha": alpha, "group_of_output": group_of_output,
             "cholesky": gp.L.numpy(), "lengthscale": gp.kernel.base_kernel.lengthscale.detach().numpy()[:, 0],
             "outputscale": gp.kernel.outputscale.detach().numpy(), "noise": gp.noise.numpy(),
+            "variance_factor": gp.variance_factor.numpy(),
             "shape_distance_limit": np.array(self.shape_distance_limit_),
+            "percentile_from_field": np.array(bool(self.percentile_calibration_)),
         }
+        for name, (bias, spread) in self.percentile_calibration_.items():
+            arrays[f"{name}.log_bias"], arrays[f"{name}.log_spread"] = np.array(bias), np.array(spread)
         for f, field_pod in self.field_pods_.items():
             arrays[f"{f}.modes"], arrays[f"{f}.mean"] = field_pod.modes_, field_pod.mean_
             arrays[f"{f}.residual_variance"] = field_pod.residual_variance_
@@ -207,6 +288,7 @@ class MMGP:
         write_json(folder / f"{name}.json", {
             "kind": "mmgp", "settings": self.settings, "groups": [g.tolist() for g in self.groups_],
             "shape_distance_limit": self.shape_distance_limit_,
+            "percentile_calibration": self.percentile_calibration_,
             "modes": {"shape": self.shape_pod_.n_modes_, **{f: p.n_modes_ for f, p in self.field_pods_.items()}},
             "inputs": {k: {"units": u, "long_name": ln} for k, (u, ln) in SCALAR_INPUTS.items()},
             "fields": {k: {"units": u, "long_name": ln} for k, (u, ln) in FIELDS.items()},
@@ -225,6 +307,7 @@ class MMGP:
         m.y_scaler_ = Standardizer(n("y_mean"), n("y_std"))
         m.groups_ = [np.array(g) for g in meta["groups"]]
         m.shape_distance_limit_ = meta["shape_distance_limit"]
+        m.percentile_calibration_ = meta.get("percentile_calibration", {})
         m.hyper_ = {k.removeprefix("hyper."): v for k, v in state.items() if k.startswith("hyper.")}
         pods = {}
         for label in ["shape", *FIELDS]:

@@ -135,22 +135,51 @@ def disk_boundary(nodes: np.ndarray, loop: np.ndarray, anchored: bool) -> tuple[
     return order, theta
 
 
-def floater_disk(nodes: np.ndarray, triangles: np.ndarray, anchored: bool = False) -> np.ndarray:
+def uniform_weights(nodes: np.ndarray, triangles: np.ndarray) -> sp.csr_matrix:
+    """w_ij = 1 for every edge (Tutte's and the authors' choice): the map follows the connectivity."""
+    n = len(nodes)
+    e = mesh_edges(triangles)
+    return sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
+                         shape=(n, n)).tocsr()
+
+
+def mean_value_weights(nodes: np.ndarray, triangles: np.ndarray) -> sp.csr_matrix:
+    """Floater's mean value weights w_ij = (tan(a/2) + tan(b/2)) / |x_j - x_i|, a and b the angles at i
+    beside edge ij: positive on any valid mesh and reproducing linear functions, so the map follows the
+    geometry rather than where the mesher put the nodes (a finer mesh near a notch no longer pulls it)."""
+    rows, cols, vals = [], [], []
+    for k in range(3):
+        a, b, c = triangles[:, k], triangles[:, (k + 1) % 3], triangles[:, (k + 2) % 3]
+        u, v = nodes[b] - nodes[a], nodes[c] - nodes[a]
+        lu, lv = np.linalg.norm(u, axis=1), np.linalg.norm(v, axis=1)
+        cross = np.abs(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0])
+        half_tan = cross / (lu * lv + (u * v).sum(1))  # tan(angle / 2) = sin / (1 + cos)
+        rows += [a, a]
+        cols += [b, c]
+        vals += [half_tan / lu, half_tan / lv]
+    n = len(nodes)
+    return sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsr()
+
+
+def floater_disk(nodes: np.ndarray, triangles: np.ndarray, anchored: bool = False,
+                 weights: str = "uniform") -> np.ndarray:
     """Positions (N, 2) of the nodes on the unit disk: boundary on the circle, every interior node at the
-    average of its neighbours (uniform weights 1/deg, one sparse solve)."""
+    weighted average of its neighbours (uniform weights 1/deg or mean value weights, one sparse solve)."""
     loop = _outer_loop(nodes, triangles)
     order, theta = disk_boundary(nodes, loop, anchored)
     n = len(nodes)
-    e = mesh_edges(triangles)
-    A = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)).tocsr()
-    L = sp.diags(np.asarray(A.sum(1)).ravel()) - A
+    W = mean_value_weights(nodes, triangles) if weights == "mean_value" else uniform_weights(nodes, triangles)
+    L = sp.diags(np.asarray(W.sum(1)).ravel()) - W
     out = np.zeros((n, 2))
     out[order] = np.column_stack([np.cos(theta), np.sin(theta)])
     interior = np.setdiff1d(np.arange(n), order)
     if len(interior):
         rhs = -L[interior][:, order] @ out[order]
-        # the interior Laplacian is symmetric: a symmetric ordering makes the factorisation several times faster
-        lu = splu(L[interior][:, interior].tocsc(), permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+        A = L[interior][:, interior].tocsc()
+        if weights == "mean_value":  # not symmetric
+            lu = splu(A)
+        else:  # symmetric: a symmetric ordering makes the factorisation several times faster
+            lu = splu(A, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
         out[interior] = lu.solve(np.asarray(rhs))
     return out
 

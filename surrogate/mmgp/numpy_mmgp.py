@@ -26,6 +26,9 @@ except ImportError:  # the exported copy: morphing.py sits beside this file
 # a function of (shape, t/E). The "hyperelastic" scaling feeds the GPs these exact invariants.
 SCALES_WITH_YOUNG = {"von_mises", "von_mises_p995", "compliance"}
 SQRT5 = np.sqrt(5.0)
+# scalar outputs that are area-weighted percentiles of a field's element values (fem.py computes them so);
+# with `percentile_from_field` they are read off the predicted field instead of a GP of their own
+FIELD_PERCENTILES = {"von_mises_p995": ("von_mises", 99.5)}
 
 # (mean, variance) of every standardised output at standardised GP inputs (n*, d)
 Posterior = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -38,9 +41,36 @@ def gp_inputs(inputs: np.ndarray, scaling: str) -> np.ndarray:
     return inputs
 
 
+def morphing_anchored(name: str) -> bool:
+    """Whether a morphing setting pins the four corners (see MMGPSpec.morphing)."""
+    return name in ("floater_anchored", "mean_value_anchored")
+
+
+def morphing_weights(name: str) -> str:
+    return "mean_value" if name.startswith("mean_value") else "uniform"
+
+
 def unit(output: str, inputs: np.ndarray, scaling: str) -> float:
     """What an output is divided by before regression (1, or E for stress-like outputs)."""
     return float(inputs[2]) if scaling == "hyperelastic" and output in SCALES_WITH_YOUNG else 1.0
+
+
+def element_percentile(nodal: np.ndarray, triangles: np.ndarray, areas: np.ndarray,
+                       q: float) -> tuple[float, np.ndarray]:
+    """Area-weighted q-th percentile of the element means of a nodal field, and weights (N,) on the nodes
+    whose dot product with a small perturbation of the field gives the percentile's first-order change:
+    the elements within half a percent of area of the percentile, averaged."""
+    values = nodal[triangles].mean(1)
+    order = np.argsort(values)
+    w = areas[order] / areas.sum()
+    rank = np.cumsum(w) - 0.5 * w
+    level = float(np.interp(q / 100.0, rank, values[order]))
+    band = order[np.abs(rank - q / 100.0) <= 0.005]
+    if len(band) == 0:
+        band = order[[min(np.searchsorted(rank, q / 100.0), len(order) - 1)]]
+    weights = np.zeros(len(nodal))
+    np.add.at(weights, triangles[band].ravel(), np.repeat(areas[band] / (3 * areas[band].sum()), 3))
+    return level, weights
 
 
 def matern52(x1: np.ndarray, x2: np.ndarray, lengthscale: np.ndarray, outputscale: float) -> np.ndarray:
@@ -77,12 +107,13 @@ class NumpyMMGP:
         a = self.a
         mean = np.zeros((len(x), a["alpha"].shape[1]))
         var = np.zeros_like(mean)
+        factors = a["variance_factor"] if "variance_factor" in a else np.ones(len(a["noise"]))
         for g, (ls, scale, noise) in enumerate(zip(a["lengthscale"], a["outputscale"], a["noise"])):
             cols = a["group_of_output"] == g
             Ks = matern52(x, a["x_train"], ls, scale)
             mean[:, cols] = Ks @ a["alpha"][:, cols]
             v = solve_triangular(a["cholesky"][g], Ks.T, lower=True)
-            var[:, cols] = (np.clip(scale - (v**2).sum(0), 0.0, None) + noise)[:, None]
+            var[:, cols] = (factors[g] * (np.clip(scale - (v**2).sum(0), 0.0, None) + noise))[:, None]
         return mean, var
 
     def _standardised_inputs(self, P, nodes, inputs, shape_coefficients):
@@ -94,6 +125,19 @@ class NumpyMMGP:
         scalars = (gp_inputs(inputs, self.scaling) - a["input_mean"]) / a["input_std"]
         return (np.column_stack([shape_coefficients, scalars]) - a["x_mean"]) / a["x_std"], shape_coefficients.shape[1]
 
+    def _field_percentile(self, name: str, q: float, field: np.ndarray, Q_modes: np.ndarray, var: np.ndarray,
+                          triangles: np.ndarray, nodes: np.ndarray) -> tuple[float, float]:
+        """A percentile output read off the predicted field, corrected by the mean log ratio to the solver's
+        value over the training shapes (leave-one-out predictions); its variance is the GP's carried to first
+        order plus a relative scatter sized so that those leave-one-out errors have unit mean square (what the
+        first-order term misses: truncation, nodal vs element stresses, the percentile's nonlinearity)."""
+        areas = np.abs(morphing.signed_areas(nodes, triangles))
+        level, weights = element_percentile(field, triangles, areas, q)
+        bias, spread = float(self.a[f"{name}.log_bias"]), float(self.a[f"{name}.log_spread"])
+        value = level * np.exp(bias)
+        gradient = weights @ Q_modes
+        return float(value), float(np.sqrt(gradient**2 @ var + (value * spread) ** 2))
+
     def predict(self, nodes: np.ndarray, triangles: np.ndarray, inputs: np.ndarray,
                 shape_coefficients: np.ndarray | None = None) -> dict[str, Any]:
         """Means and standard deviations of every field (on the given nodes) and every scalar output.
@@ -103,7 +147,8 @@ class NumpyMMGP:
         inputs = np.asarray(inputs, float).reshape(-1)
         if inputs.shape != (3,) or not np.isfinite(inputs).all():
             raise ValueError(f"expected 3 finite scalars (load, shear, young), got {inputs}")
-        disk = morphing.floater_disk(nodes, triangles, anchored=bool(a["anchored"]))
+        weights = str(a["morphing_weights"]) if "morphing_weights" in a else "uniform"
+        disk = morphing.floater_disk(nodes, triangles, anchored=bool(a["anchored"]), weights=weights)
         P = morphing.interpolation_matrix(disk, triangles, a["common_disk"])
         x, n_shape = self._standardised_inputs(P, nodes, inputs, shape_coefficients)
         distance = float(np.linalg.norm(a["x_train"][:, :n_shape] - x[:, :n_shape], axis=1).min())
@@ -113,23 +158,32 @@ class NumpyMMGP:
         Q = morphing.interpolation_matrix(a["common_disk"], a["common_triangles"], disk)
         limit = float(a["shape_distance_limit"])
         out: dict[str, Any] = {"fields": {}, "scalars": {}, "shape_distance": distance, "shape_distance_limit": limit}
-        start = 0
+        start, decoded = 0, {}
         for f in self.fields:
             modes = a[f"{f}.modes"]
             k = len(modes)
             field_mean = Q @ (a[f"{f}.mean"] + mean[start: start + k] @ modes)
+            Q_modes = Q @ modes.T
             if str(a["uncertainty"]) == "monte_carlo_as_published":
                 field_var = np.zeros(len(nodes))  # the released code decodes one draw for every sample
             else:
-                field_var = ((Q @ modes.T) ** 2) @ var[start: start + k]
+                field_var = Q_modes**2 @ var[start: start + k]
                 if bool(a["truncation_variance"]):
                     field_var = field_var + Q @ a[f"{f}.residual_variance"]
             u = unit(f, inputs, self.scaling)
             out["fields"][f] = (u * field_mean, u * np.sqrt(field_var))
+            decoded[f] = (u * field_mean, u * Q_modes, var[start: start + k])
             start += k
+        log_scalars = bool(a["log_scalars"]) if "log_scalars" in a else False
         for j, name in enumerate(self.scalars):
             u = unit(name, inputs, self.scaling)
-            out["scalars"][name] = (u * float(mean[start + j]), u * float(np.sqrt(var[start + j])))
+            m, s = float(mean[start + j]), float(np.sqrt(var[start + j]))
+            if log_scalars:  # log-normal: its median, and the std to first order (s is a relative std)
+                m, s = np.exp(m), np.exp(m) * s
+            out["scalars"][name] = (u * m, u * s)
+        if "percentile_from_field" in a and bool(a["percentile_from_field"]):
+            for name, (f, q) in FIELD_PERCENTILES.items():
+                out["scalars"][name] = self._field_percentile(name, q, *decoded[f], triangles, nodes)
         if distance > limit:
             warnings.warn(f"this shape is far outside the training shapes: distance {distance:.3g} in standardised "
                           f"shape space, beyond {limit:.3g} (3x the 99th percentile of nearest-neighbour "

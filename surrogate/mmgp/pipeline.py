@@ -62,8 +62,9 @@ class MMGPPipeline(Pipeline):
             return GNNSurrogate(spec.hidden, spec.layers, spec.lr, spec.batch_size)
         if spec.kind == "oracle_gp":
             base = self.case.surrogate
-            return MMGP(**{**mmgp_settings(base), "field_modes": spec.field_modes, "restarts": spec.restarts,
-                           "max_iter": spec.max_iter, "shape_input": "true_parameters"})
+            return MMGP(**{**mmgp_settings(base), "field_modes": spec.field_modes or base.field_modes,
+                           "restarts": spec.restarts or base.restarts, "max_iter": spec.max_iter,
+                           "shape_input": "true_parameters"})
         return MMGP(**mmgp_settings(spec))
 
     def fit(self, data: Path) -> None:

@@ -63,9 +63,10 @@ class MMGPSpec(MethodSpec):
     """One MMGP variant. The defaults are the authors' Tensile2d settings."""
 
     kind: Literal["mmgp"]
-    morphing: Literal["floater", "floater_anchored"] = Field(
+    morphing: Literal["floater", "floater_anchored", "mean_value_anchored"] = Field(
         "floater", description="floater: uniform-weight Tutte map, arc length from the min-x node (authors); "
-        "floater_anchored: the four corners pinned to fixed angles, arc length between them")
+        "floater_anchored: the four corners pinned to fixed angles, arc length between them; "
+        "mean_value_anchored: the same boundary, interior by Floater's mean value weights")
     shape_modes: int = Field(8, ge=1, le=500)
     field_modes: int = Field(8, ge=1, le=500)
     energy: float | None = Field(None, gt=0, lt=1, description="if set, keep the fewest modes (at most the "
@@ -74,12 +75,22 @@ class MMGPSpec(MethodSpec):
     scaling: Literal["none", "hyperelastic"] = Field(
         "none", description="hyperelastic: GP inputs load/E and shear/E, stress-like outputs divided by E "
         "(exact invariants of a strain energy proportional to E)")
-    kernel: Literal["shared_per_field", "per_output"] = Field(
-        "shared_per_field", description="shared_per_field: a field's modes share one kernel and noise (authors)")
+    kernel: Literal["shared_per_field", "per_output", "per_leading_mode"] = Field(
+        "shared_per_field", description="shared_per_field: a field's modes share one kernel and noise (authors); "
+        "per_output: every mode and scalar its own; per_leading_mode: the first `own_kernel_modes` modes of a "
+        "field their own, the rest sharing one per `tail_group` consecutive modes")
+    own_kernel_modes: int = Field(16, ge=0, le=500, description="per_leading_mode: modes with their own kernel")
+    tail_group: int = Field(8, ge=1, le=500, description="per_leading_mode: later modes sharing one kernel")
+    log_scalars: bool = Field(False, description="regress the log of the (positive) scalar outputs")
+    percentile_from_field: bool = Field(False, description="read percentile outputs (von_mises_p995) off the "
+                                        "predicted field instead of their GP, calibrated by leave-one-out "
+                                        "predictions on the training shapes")
     restarts: int = Field(10, ge=1, le=100)
     max_iter: int = Field(1000, ge=1, le=10_000, description="L-BFGS iterations")
     noise_floor: float = Field(1e-8, gt=0, lt=1)
     truncation_variance: bool = Field(False, description="add the POD truncation error to the field variance")
+    loo_calibration: bool = Field(False, description="scale each GP's predictive variance so that its closed-form "
+                                  "leave-one-out residuals on the training set have unit variance")
     uncertainty: Literal["closed_form", "monte_carlo_as_published"] = Field(
         "closed_form", description="monte_carlo_as_published reproduces the authors' field sampling, whose "
         "variance is zero")
@@ -89,8 +100,8 @@ class OracleGPSpec(MethodSpec):
     """A GP on the generator's true shape parameters and the scalar inputs (an upper reference)."""
 
     kind: Literal["oracle_gp"]
-    field_modes: int = Field(8, ge=1, le=500)
-    restarts: int = Field(5, ge=1, le=100)
+    field_modes: int | None = Field(None, ge=1, le=500, description="default: the surrogate's")
+    restarts: int | None = Field(None, ge=1, le=100, description="default: the surrogate's")
     max_iter: int = Field(1000, ge=1, le=10_000)
 
 
