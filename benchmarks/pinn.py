@@ -5,6 +5,10 @@ memory are its own. Rows are merged into benchmarks/results/pinn.json, replacing
 the same (case, method, metric).
 
     python benchmarks/pinn.py --pdes helmholtz burgers --seeds 100 200 300 --profile quick
+    python benchmarks/pinn.py --pdes burgers --tune-baseline 30    # the deepxde grid, 30 CPU s each
+
+Training seconds are CPU seconds of the training process (one thread), the clock both methods'
+budgets use; wall time is longer when other jobs share the machine.
 """
 from __future__ import annotations
 
@@ -121,6 +125,50 @@ def step_costs(pdes: list[str], repeats: int = 3) -> list[dict]:
     return rows
 
 
+TUNING_WIDTHS = (20, 50, 100)
+TUNING_LRS = (1e-3, 3e-3)
+
+
+def tune_baseline(pdes: list[str], budget: float, depth: int = 3) -> list[dict]:
+    """The deepxde PINN over TUNING_WIDTHS x TUNING_LRS (tanh, `depth` hidden layers, Adam then L-BFGS,
+    the point counts of the default case's baseline), each with `budget` CPU seconds; final-iterate
+    relative L2 on the case's full test grid. Selecting on the test error favours the baseline."""
+    import torch
+
+    from surrogate.core.case import load_case
+    from surrogate.pinn.baselines import train_deepxde
+    from surrogate.pinn.pdes import grid_points
+    from surrogate.pinn.pipeline import test_points
+
+    torch.set_num_threads(1)
+    rows = []
+    for pde in pdes:
+        case = load_case(ROOT / "cases" / f"pig_{pde}.yaml")
+        problem, base = case.problem(), case.evaluate.baselines[0]
+        grid = problem.test_grid(test_points(case))
+        pts = torch.as_tensor(grid_points(grid, problem.coords))
+        ref = problem.reference(grid, quadrature_nodes=case.data.quadrature_nodes, modes=case.data.modes,
+                                dt=case.data.dt).ravel()
+
+        def error(net, pts=pts, ref=ref) -> float:
+            with torch.no_grad():
+                u = torch.cat([net(pts[i:i + 8192]).reshape(-1) for i in range(0, len(pts), 8192)]).numpy()
+            return float(np.linalg.norm(u - ref) / np.linalg.norm(ref))
+        for width in TUNING_WIDTHS:
+            for lr in TUNING_LRS:
+                spec = base.model_copy(update={"width": width, "depth": depth, "lr": lr, "time_limit": budget})
+                net, curve = train_deepxde(problem, spec, case.seed, budget, error, log=lambda s: None,
+                                           record_every=1000)
+                err = error(net)
+                label = f"pinn_{depth}x{width}_lr{lr:g}"
+                rows.append({"case": f"pig_{pde}", "method": label, "metric": "rel_l2_tuning", "value": err,
+                             "std": None, "unit": "1", "published": None, "seeds": [case.seed],
+                             "note": f"tuning grid, {budget:g} CPU s, {curve['step'][-1]} steps, "
+                                     f"{base.adam_steps} Adam steps then L-BFGS"})
+                print(f"{pde:14s} {label:22s} rel. L2 {err:.3e}  ({curve['step'][-1]} steps)", flush=True)
+    return rows
+
+
 def markdown_table() -> str:
     """The README's results table, from benchmarks/results/pinn.json."""
     data = json.loads(OUT.read_text())
@@ -155,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the deepxde PINN of the default case")
     ap.add_argument("--step-costs", action="store_true", help="only time one loss+gradient per variant")
     ap.add_argument("--table", action="store_true", help="print the README table from the results file")
+    ap.add_argument("--tune-baseline", type=float, metavar="SECONDS",
+                    help="only run the deepxde tuning grid, SECONDS of CPU time per configuration")
     args = ap.parse_args(argv)
     if args.table:
         print(markdown_table())
@@ -163,6 +213,9 @@ def main(argv=None) -> int:
     results = Path(args.results)
     if args.step_costs:
         merge(step_costs(args.pdes), command, [0])
+        return 0
+    if args.tune_baseline:
+        merge(tune_baseline(args.pdes, args.tune_baseline), command, [100])
         return 0
     for pde in args.pdes:
         for variant in args.variants:

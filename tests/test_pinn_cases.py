@@ -83,6 +83,7 @@ def test_helmholtz_smoke_run_and_load_api(helmholtz_run):
     ("surrogate.input_range=[2,0]", "needs min < max"),
     ("pde.params.omega=2", "unknown parameter(s) ['omega']; allowed: a1, a2, k"),
     ("train.phases=[{optimizer: sgd, steps: 3}]", "'adam' or 'lbfgs'"),
+    ("surrogate.sigma_init=[0.1,0.2,0.3]", "3 values for 2 coordinates (x, y)"),
 ])
 def test_bad_input_exits_with_code_2_and_names_the_key(override, expected, capsys):
     case = next(c for c in CASES if c.stem == "pig_helmholtz")

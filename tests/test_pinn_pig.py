@@ -54,6 +54,29 @@ def test_local_evaluation_matches_dense_and_its_own_autograd(periodic):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12 * float(b.detach().abs().max()))
 
 
+@pytest.mark.parametrize("dim,second,local", [(2, (0,), False), (2, (1,), True), (3, (0, 2), False)])
+def test_only_the_asked_second_derivatives_are_computed_and_they_are_exact(dim, second, local):
+    # Burgers and Allen-Cahn read u_xx only; the skipped columns are NaN so a residual that used them would show
+    model = PIG([-1.0] * dim, [1.0] * dim, 20, sigma_init=0.4, weight_std=1.0, seed=5,
+                local_cutoff=6.0 if local else None)
+    x = -1 + 2 * torch.rand(50, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    _, _, full = autograd_derivatives(model, x, 2)
+    for _, _, d2u in (model.derivatives(x, 2, second), autograd_derivatives(model, x, 2, second)):
+        skipped = [d for d in range(dim) if d not in second]
+        assert torch.isnan(d2u[:, skipped]).all()
+        assert torch.allclose(d2u[:, list(second)], full[:, list(second)], rtol=1e-10, atol=1e-12)
+        (g,) = torch.autograd.grad(d2u[:, list(second)].sum(), [model.mu])  # no NaN leaks into the gradient
+        assert torch.isfinite(g).all()
+
+
+def test_one_initial_scale_per_coordinate():
+    model = PIG([-1.0, 0.0], [1.0, 1.0], 5, sigma_init=[0.05, 0.2], seed=0)
+    assert torch.equal(model.sigma[..., 0], torch.full((4, 5), 0.05, dtype=torch.float64))
+    assert torch.equal(model.sigma[..., 1], torch.full((4, 5), 0.2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="sigma_init needs one value or 2"):
+        PIG([-1.0, 0.0], [1.0, 1.0], 5, sigma_init=[0.1, 0.1, 0.1])
+
+
 def test_periodic_coordinate_is_exactly_periodic_with_its_derivatives():
     model = _pig(2, periodic=[True, False])
     x = -1 + 3 * torch.rand(32, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
@@ -99,6 +122,59 @@ def test_causal_weights_start_at_one_and_never_increase():
     loss.backward(sample_points(problem, train, 0, torch.float64), need_grad=False)
     w = loss.causal_weights
     assert float(w[0]) == 1.0 and bool(torch.all(w[1:] <= w[:-1])) and float(w[-1]) < 1.0
+
+
+def test_lbfgs_holds_the_causal_weights_within_a_step(tmp_path, monkeypatch):
+    # reweighting at every closure call would give the line search a moving objective, which stalled
+    # L-BFGS on Allen-Cahn and Burgers; the weights are updated between steps only
+    problem = make_problem("allen_cahn")
+    model = PIG(problem.lower, problem.upper, 10, periodic=[True, False], seed=0)
+    train = _train_spec(causal_chunks=4, phases=[PhaseSpec(optimizer="lbfgs", steps=2, max_iter=6)])
+    calls = {"weights": 0, "closure": 0}
+    weights, backward = PINNLoss.point_weights, PINNLoss.backward
+
+    def counted_weights(self, x):
+        calls["weights"] += 1
+        return weights(self, x)
+
+    def counted_backward(self, pts, need_grad=True, point_weights=None):
+        calls["closure"] += 1
+        assert point_weights is not None
+        return backward(self, pts, need_grad, point_weights)
+
+    monkeypatch.setattr(PINNLoss, "point_weights", counted_weights)
+    monkeypatch.setattr(PINNLoss, "backward", counted_backward)
+    train_pig(model, problem, train, "closed_form", 0, tmp_path, lambda m: 0.0, log=lambda s: None)
+    assert calls["weights"] == 2 and calls["closure"] > 4
+
+
+def test_single_pass_causal_loss_equals_the_two_pass_one():
+    problem = make_problem("allen_cahn")
+    model = PIG(problem.lower, problem.upper, 10, periodic=[True, False], seed=0, weight_std=1.0)
+    train = _train_spec(causal_chunks=8, causal_eps=5.0, chunk_points=10_000)  # one chunk: the single pass
+    pts = sample_points(problem, train, 0, torch.float64)
+    loss = PINNLoss(model, problem, train, "closed_form")
+    one = loss.backward(pts)
+    g1 = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    two = loss.backward(pts, point_weights=loss.point_weights(pts["interior"]))
+    assert one["total"] == pytest.approx(two["total"], rel=1e-12)
+    assert all(torch.allclose(a, p.grad, rtol=1e-10, atol=1e-15) for a, p in zip(g1, model.parameters()))
+
+
+def test_a_spent_budget_ends_the_phase_without_a_checkpoint_per_remaining_epoch(tmp_path, monkeypatch):
+    # phases are sized by steps far beyond the budget; the remaining epochs used to write a checkpoint each
+    import surrogate.core.training as core_training
+
+    saves = []
+    save = core_training.save_weights
+    monkeypatch.setattr(core_training, "save_weights", lambda path, state: (saves.append(path), save(path, state)))
+    problem = make_problem("helmholtz")
+    model = PIG(problem.lower, problem.upper, 5, seed=0)
+    train = _train_spec(time_limit_s=1e-6, steps_per_epoch=1, phases=[PhaseSpec(optimizer="adam", steps=5000),
+                                                                     PhaseSpec(optimizer="lbfgs", steps=5000)])
+    curve = train_pig(model, problem, train, "closed_form", 0, tmp_path, lambda m: 0.0, log=lambda s: None)
+    assert len(saves) == 1 and curve["step"] == [1] and curve["done"] == [0, 1]
 
 
 def test_training_lowers_the_loss_and_the_error(tmp_path):

@@ -3,7 +3,7 @@
 Float64, tanh (or sin) MLP, Adam then L-BFGS. L-BFGS is passed to deepxde as an optimizer instance,
 one `step(closure)` of up to 20 iterations per deepxde iteration, which avoids the
 `set_LBFGS_options` bug of deepxde 1.15 (its per-step iteration count is fixed at import time).
-A wall-clock budget stops training from a callback.
+A budget in the same CPU-time clock as PIG's (`training_clock`) stops training from a callback.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import contextlib
 import io
 import math
 import os
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 
 from surrogate.core.training import NonFiniteLoss
 from surrogate.pinn.pdes import Problem
+from surrogate.pinn.training import training_clock
 
 
 def deepxde():
@@ -57,8 +57,10 @@ def build_data(problem: Problem, spec):
     def pde(x, y):
         du = torch.cat([dde.grad.jacobian(y, x, i=0, j=d) for d in range(problem.dim)], dim=1)
         d2u = None
-        if problem.order > 1:
-            d2u = torch.cat([dde.grad.hessian(y, x, i=d, j=d) for d in range(problem.dim)], dim=1)
+        if problem.order > 1:  # only the second derivatives the residual reads: each costs a backward pass
+            wanted = problem.second_dims
+            d2u = torch.cat([dde.grad.hessian(y, x, i=d, j=d) if d in wanted else torch.full_like(y, math.nan)
+                             for d in range(problem.dim)], dim=1)
         return problem.residual(x, y[:, 0], du, d2u)[:, None]
 
     column = lambda f: (lambda x: np.asarray(f(x)).reshape(-1, 1))  # noqa: E731
@@ -94,9 +96,9 @@ def train_deepxde(problem: Problem, spec, seed: int, time_limit: float | None,
         class Clock(dde.callbacks.Callback):
             """Records the test error every `record_every` steps (not counted as training time); stops at the budget."""
 
-            def __init__(self, phase: int):
+            def __init__(self, phase: int, until: float):
                 super().__init__()
-                self.phase, self.steps, self.t = phase, 0, time.perf_counter()
+                self.phase, self.until, self.steps, self.t = phase, until, 0, training_clock()
                 self.base = curve["step"][-1] if curve["step"] else 0
                 self.spent = curve["seconds"][-1] if curve["seconds"] else 0.0
 
@@ -110,13 +112,13 @@ def train_deepxde(problem: Problem, spec, seed: int, time_limit: float | None,
 
             def on_epoch_end(self):
                 self.steps += 1
-                self.spent += time.perf_counter() - self.t
-                over = self.spent >= limit
+                self.spent += training_clock() - self.t
+                over = self.spent >= self.until
                 if self.steps % record_every == 0 or over:
                     self.record()
                 if over:
                     self.model.stop_training = True
-                self.t = time.perf_counter()
+                self.t = training_clock()
 
         phases = [("adam", spec.adam_steps), ("lbfgs", spec.lbfgs_steps)]
         for p, (name, steps) in enumerate(phases):
@@ -128,7 +130,8 @@ def train_deepxde(problem: Problem, spec, seed: int, time_limit: float | None,
                 model.compile(torch.optim.LBFGS(net.parameters(), lr=1, max_iter=20, history_size=100,
                                                 tolerance_grad=1e-12, tolerance_change=0.0,
                                                 line_search_fn="strong_wolfe"), verbose=0)
-            clock = Clock(p)
+            # Adam stops at its share of the budget, so that L-BFGS runs whatever the network's size
+            clock = Clock(p, limit * spec.adam_time_fraction if name == "adam" and spec.lbfgs_steps else limit)
             model.train(iterations=steps, display_every=record_every, callbacks=[clock], verbose=0)
             if clock.steps and curve["step"][-1:] != [clock.base + clock.steps]:
                 clock.record()

@@ -33,6 +33,7 @@ class Problem:
     default_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     default_params: dict[str, float] = field(default_factory=dict)
     order = 2                      # highest derivative the residual uses
+    second = None                  # coordinates whose pure second derivative it uses; None = all
     periodic: tuple[str, ...] = ()  # coordinates in which u is exactly periodic
 
     params: dict[str, float] = field(default_factory=dict)
@@ -65,6 +66,13 @@ class Problem:
     @property
     def space(self) -> tuple[str, ...]:
         return self.coords[:-1] if self.time_dependent else self.coords
+
+    @property
+    def second_dims(self) -> tuple[int, ...]:
+        """Columns of d2u the residual reads; the others need not be computed (they may hold NaN)."""
+        if self.order < 2:
+            return ()
+        return tuple(i for i, c in enumerate(self.coords) if self.second is None or c in self.second)
 
     @property
     def lower(self) -> np.ndarray:
@@ -246,6 +254,7 @@ class Burgers(Problem):
     coords: tuple[str, ...] = ("x", "t")
     default_bounds: dict = field(default_factory=lambda: {"x": (-1.0, 1.0), "t": (0.0, 1.0)})
     default_params: dict = field(default_factory=lambda: {"nu": 0.01 / math.pi})
+    second = ("x",)
 
     def __post_init__(self):
         super().__post_init__()
@@ -276,6 +285,7 @@ class AllenCahn(Problem):
     default_bounds: dict = field(default_factory=lambda: {"x": (-1.0, 1.0), "t": (0.0, 1.0)})
     default_params: dict = field(default_factory=lambda: {"eps": 1e-4, "a": 5.0})
     periodic: tuple[str, ...] = ("x",)
+    second = ("x",)
 
     def initial(self, x):
         return x[:, 0] ** 2 * _lib(x).cos(math.pi * x[:, 0])

@@ -21,7 +21,7 @@ from torch import nn
 
 class PIG(nn.Module):
     def __init__(self, lower: Sequence[float], upper: Sequence[float], n_gaussians: int, channels: int = 4,
-                 hidden: Sequence[int] = (16,), sigma_init: float = 0.1, weight_std: float = 0.01,
+                 hidden: Sequence[int] = (16,), sigma_init: float | Sequence[float] = 0.1, weight_std: float = 0.01,
                  input_range: Sequence[float] = (-1.0, 1.0), periodic: Sequence[bool] | None = None,
                  covariance: str = "diagonal", seed: int = 0, dtype: str = "float64",
                  local_cutoff: float | None = None):
@@ -38,7 +38,9 @@ class PIG(nn.Module):
             raise ValueError("local_cutoff needs a positive number of scales, the diagonal covariance and one "
                              "non-periodic coordinate")
         self.config = {"lower": list(map(float, lower)), "upper": list(map(float, upper)), "n_gaussians": n_gaussians,
-                       "channels": channels, "hidden": list(hidden), "sigma_init": sigma_init,
+                       "channels": channels, "hidden": list(hidden),
+                       "sigma_init": float(sigma_init) if isinstance(sigma_init, (int, float))
+                       else list(map(float, sigma_init)),
                        "weight_std": weight_std, "input_range": list(map(float, input_range)),
                        "periodic": periodic, "covariance": covariance, "seed": seed, "dtype": dtype,
                        "local_cutoff": local_cutoff}
@@ -53,7 +55,10 @@ class PIG(nn.Module):
         self.register_buffer("omega", torch.tensor([2 * math.pi / (b - a) if p else 0.0 for p in periodic], dtype=dt))
         self.mu = nn.Parameter((a + (b - a) * torch.rand(channels, n_gaussians, dim, generator=gen,
                                                          dtype=torch.float64)).to(dt))
-        self.sigma = nn.Parameter(torch.full((channels, n_gaussians, dim), float(sigma_init), dtype=dt))
+        sigma0 = torch.as_tensor(sigma_init, dtype=dt)  # one scale, or one per coordinate
+        if sigma0.ndim and sigma0.shape != (dim,):
+            raise ValueError(f"sigma_init needs one value or {dim} (one per coordinate), got {list(sigma0.shape)}")
+        self.sigma = nn.Parameter(sigma0.expand(channels, n_gaussians, dim).clone())
         self.weight = nn.Parameter((weight_std * torch.randn(channels, n_gaussians, generator=gen,
                                                              dtype=torch.float64)).to(dt))
         if covariance == "full":
@@ -92,10 +97,11 @@ class PIG(nn.Module):
             torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
             torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
 
-    def _embedding(self, z: torch.Tensor, order: int):
-        """Features (P, k) and, for order >= 1 / 2, their first / pure second z-derivatives (D, P, k)."""
+    def _embedding(self, z: torch.Tensor, order: int, second: Sequence[int] | None = None):
+        """Features (P, k) and, for order >= 1 / 2, their first z-derivatives (D, P, k) and pure second
+        z-derivatives (len(second), P, k) along the dims in `second` (all by default)."""
         if self.config.get("local_cutoff"):
-            return self._local_embedding(z, order)
+            return self._local_embedding(z, order, second)
         wt = self.weight[:, None, :]
         if self.config["covariance"] == "full":
             R = self._rotations()                                          # (k, N, D, D)
@@ -127,8 +133,14 @@ class PIG(nn.Module):
         if order == 0:
             return F, None, None
         dF = torch.stack([-(wG * g).sum(-1).T for g in grad_q_half])
-        d2F = torch.stack([(wG * (g * g - c)).sum(-1).T for g, c in zip(grad_q_half, curv_half)]) if order > 1 else None
+        d2F = self._second(F, order, second, lambda d: (wG * (grad_q_half[d] ** 2 - curv_half[d])).sum(-1).T)
         return F, dF, d2F
+
+    def _second(self, F, order: int, second, along):
+        """`along(d)` stacked over the wanted dims (all when `second` is None)."""
+        if order < 2:
+            return None
+        return torch.stack([along(d) for d in (range(self.dim) if second is None else second)])
 
     def _per_dim_terms(self, delta, inv_var, d: int, order: int):
         """q_d, (dq_d/dz_d)/2 and (d2q_d/dz_d^2)/2 of one coordinate."""
@@ -139,7 +151,7 @@ class PIG(nn.Module):
                                                                                  if order else None)
         return delta * delta * inv_var, (delta * inv_var if order else None), (inv_var if order else None)
 
-    def _local_embedding(self, z: torch.Tensor, order: int):
+    def _local_embedding(self, z: torch.Tensor, order: int, second: Sequence[int] | None = None):
         """As `_embedding`, evaluating each Gaussian only at points within `local_cutoff` scales of its
         mean along the first non-periodic coordinate (points sorted once, windows by binary search).
         The neglected terms are below exp(-cutoff^2 / 2) of the Gaussian's weight."""
@@ -170,12 +182,14 @@ class PIG(nn.Module):
         if order == 0:
             return F, None, None
         dF = torch.stack([gather(-wG * gd) for gd in grads])
-        d2F = torch.stack([gather(wG * (gd * gd - cd)) for gd, cd in zip(grads, curvs)]) if order > 1 else None
+        d2F = self._second(F, order, second, lambda d: gather(wG * (grads[d] ** 2 - curvs[d])))
         return F, dF, d2F
 
-    def _mlp(self, F, dF=None, d2F=None):
-        """The MLP on the features, carrying first and pure second derivatives along (tanh chain rule)."""
+    def _mlp(self, F, dF=None, d2F=None, second: Sequence[int] | None = None):
+        """The MLP on the features, carrying first and pure second derivatives along (tanh chain rule);
+        d2F holds the second derivatives along the dims in `second` (all by default)."""
         h, dh, d2h = F, dF, d2F
+        pick = slice(None) if second is None else list(second)  # first derivatives paired with d2F
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             a = layer(h)
@@ -187,7 +201,7 @@ class PIG(nn.Module):
             if da is not None:
                 s = 1 - h * h
                 if d2a is not None:
-                    d2h = s * d2a - 2 * h * s * da * da
+                    d2h = s * d2a - 2 * h * s * da[pick] ** 2
                 dh = s * da
         raise AssertionError("unreachable")
 
@@ -198,22 +212,34 @@ class PIG(nn.Module):
         F, _, _ = self._embedding(x * self.scale + self.shift, 0)
         return self._mlp(F)[0]
 
-    def derivatives(self, x: torch.Tensor, order: int = 2):
-        """Closed form: u (P,), du/dx (P, D) and, for order 2, the pure second derivatives (P, D)."""
+    def derivatives(self, x: torch.Tensor, order: int = 2, second: Sequence[int] | None = None):
+        """Closed form: u (P,), du/dx (P, D) and, for order 2, the pure second derivatives (P, D)
+        along the dims in `second` (all by default; NaN along the others, which are not computed)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected x with shape (P, {self.dim}), got {tuple(x.shape)}")
-        F, dF, d2F = self._embedding(x * self.scale + self.shift, order)
-        u, du, d2u = self._mlp(F, dF, d2F)
-        return u, du * self.scale, (d2u * self.scale**2 if d2u is not None else None)
+        F, dF, d2F = self._embedding(x * self.scale + self.shift, order, second)
+        u, du, d2u = self._mlp(F, dF, d2F, second)
+        if d2u is not None:
+            d2u = _spread_columns(d2u, range(self.dim) if second is None else second, self.dim)
+            d2u = d2u * self.scale**2
+        return u, du * self.scale, d2u
 
 
-def autograd_derivatives(model, x: torch.Tensor, order: int = 2):
-    """u, du/dx and the pure second derivatives by (double) backpropagation, for any model u(x)."""
+def _spread_columns(values: torch.Tensor, columns, width: int) -> torch.Tensor:
+    """(P, len(columns)) -> (P, width), NaN in the columns not given (never differentiated through)."""
+    by_column = dict(zip(columns, values.unbind(1)))
+    return torch.stack([by_column[c] if c in by_column else torch.full_like(values[:, 0], math.nan)
+                        for c in range(width)], dim=1)
+
+
+def autograd_derivatives(model, x: torch.Tensor, order: int = 2, second: Sequence[int] | None = None):
+    """u, du/dx and the pure second derivatives (along `second`, NaN elsewhere) by (double)
+    backpropagation, for any model u(x)."""
     x = x.detach().requires_grad_(True)
     u = model(x).reshape(-1)
     (du,) = torch.autograd.grad(u.sum(), x, create_graph=True)
     if order < 2:
         return u, du, None
-    d2u = torch.stack([torch.autograd.grad(du[:, d].sum(), x, create_graph=True)[0][:, d]
-                       for d in range(x.shape[1])], dim=1)
-    return u, du, d2u
+    wanted = range(x.shape[1]) if second is None else second
+    d2u = torch.stack([torch.autograd.grad(du[:, d].sum(), x, create_graph=True)[0][:, d] for d in wanted], dim=1)
+    return u, du, _spread_columns(d2u, wanted, x.shape[1])

@@ -37,7 +37,8 @@ class PIGSpec(Section):
     n_gaussians: int = Field(200, ge=1, le=100_000, description="Gaussians per feature channel")
     channels: int = Field(4, ge=1, le=64, description="feature channels k, each with its own Gaussians")
     hidden: list[Annotated[int, Field(ge=1, le=1024)]] = Field(default_factory=lambda: [16])
-    sigma_init: float = Field(0.1, gt=0, description="initial scale in rescaled input units")
+    sigma_init: Union[Annotated[float, Field(gt=0)], list[Annotated[float, Field(gt=0)]]] = Field(
+        0.1, description="initial scale in rescaled input units: one value, or one per coordinate")
     weight_std: float = Field(0.01, gt=0)
     input_range: tuple[float, float] = Field((-1.0, 1.0), description="interval every input is mapped onto")
     covariance: Literal["diagonal", "full"] = "diagonal"
@@ -86,7 +87,8 @@ class TrainSpec(Section):
     causal_eps: float = Field(1.0, ge=0)
     phases: list[PhaseSpec] = Field(default_factory=lambda: [PhaseSpec(optimizer="adam", steps=1000)], min_length=1)
     steps_per_epoch: int = Field(100, ge=1, description="optimiser steps between checkpoints")
-    time_limit_s: float | None = Field(None, gt=0, description="wall-clock budget of all phases")
+    time_limit_s: float | None = Field(None, gt=0,
+                                       description="budget of all phases, CPU seconds of the training process")
     chunk_points: int = Field(4096, ge=1, description="points per backward pass (bounds memory)")
 
 
@@ -99,6 +101,8 @@ class DeepXDESpec(Section):
     lr: float = Field(1e-3, gt=0, le=1.0)
     adam_steps: int = Field(2000, ge=0)
     lbfgs_steps: int = Field(500, ge=0, description="L-BFGS steps of up to 20 iterations each")
+    adam_time_fraction: float = Field(
+        0.5, gt=0, le=1, description="share of the time budget Adam may use, so L-BFGS always gets the rest")
     n_domain: int = Field(4096, ge=1)
     n_boundary: int = Field(512, ge=1)
     n_initial: int = Field(256, ge=1)
@@ -126,6 +130,10 @@ class PINNCase(Case):
     def _consistent(self):
         check_unique(["pig", *[b.label for b in self.evaluate.baselines]])
         coords = PROBLEMS[self.pde.name].__dataclass_fields__["coords"].default
+        sigma = self.surrogate.sigma_init
+        if isinstance(sigma, list) and len(sigma) != len(coords):
+            raise ValueError(f"surrogate.sigma_init: {len(sigma)} values for {len(coords)} coordinates "
+                             f"({', '.join(coords)}); give one value or one per coordinate")
         bad = sorted(set(self.data.test_points) - set(coords))
         if bad:
             raise ValueError(f"data.test_points: unknown coordinate(s) {bad}; allowed: {', '.join(coords)}")

@@ -1,4 +1,4 @@
-"""PIG training: the PINN loss, Adam and L-BFGS phases, checkpoints, a wall-clock budget.
+"""PIG training: the PINN loss, Adam and L-BFGS phases, checkpoints, a time budget.
 
 One "epoch" of the core Trainer is `steps_per_epoch` optimiser steps; a checkpoint is written after
 each. Collocation points depend only on (seed, phase, resample index), so a resumed run sees the
@@ -18,6 +18,13 @@ from surrogate.core.store import load_weights, read_json, write_json
 from surrogate.core.training import Trainer
 from surrogate.pinn.pdes import Problem
 from surrogate.pinn.pig import autograd_derivatives
+
+
+def training_clock() -> float:
+    """Seconds of CPU time of this process. The budgets and curves of PIG and of the PINN baseline both
+    use it, so that two methods trained one after the other on a shared machine get the same compute
+    even when the load changes between them; with one torch thread it equals wall time on an idle machine."""
+    return time.process_time()
 
 
 def sample_points(problem: Problem, train, seed: int, dtype) -> dict[str, torch.Tensor]:
@@ -41,43 +48,56 @@ class PINNLoss:
         self.closed_form = derivatives == "closed_form"
 
     def _derivatives(self, x):
+        second = self.problem.second_dims  # only the second derivatives the residual reads
         if self.closed_form:
-            return self.model.derivatives(x, self.problem.order)
-        return autograd_derivatives(self.model, x, self.problem.order)
+            return self.model.derivatives(x, self.problem.order, second)
+        return autograd_derivatives(self.model, x, self.problem.order, second)
 
     def _residual(self, x):
         u, du, d2u = self._derivatives(x)
         return self.problem.residual(x, u, du, d2u)
 
-    def _point_weights(self, x: torch.Tensor) -> torch.Tensor:
+    def point_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Per-point weights of the squared residual: 1/P, or the causal weights of Wang et al. (2024):
         chunk i of the time axis weighted by exp(-eps * sum of the losses of earlier chunks), no gradient."""
         P = len(x)
         if not self.train.causal_chunks:
             return torch.full((P,), 1.0 / P, dtype=x.dtype)
+        with torch.set_grad_enabled(not self.closed_form):  # double backprop needs the graph, even here
+            r = torch.cat([self._residual(x[idx]).detach() for idx in torch.split(torch.arange(P),
+                                                                                  self.train.chunk_points)])
+        return self._causal_weights(x, r)
+
+    def _causal_weights(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """Causal point weights from the residuals r at x (no gradient flows through them)."""
         M = self.train.causal_chunks
         lo, hi = self.problem.bounds["t"]
         chunk = ((x[:, -1] - lo) / (hi - lo) * M).long().clamp(0, M - 1)
-        sq = torch.zeros(M, dtype=x.dtype)
-        with torch.set_grad_enabled(not self.closed_form):  # double backprop needs the graph, even here
-            for idx in torch.split(torch.arange(P), self.train.chunk_points):
-                r = self._residual(x[idx]).detach()
-                sq.index_add_(0, chunk[idx], r * r)
+        r = r.detach()
+        sq = torch.zeros(M, dtype=x.dtype).index_add_(0, chunk, r * r)
         counts = torch.bincount(chunk, minlength=M).clamp(min=1).to(x.dtype)
         chunk_loss = sq / counts
         w = torch.exp(-self.train.causal_eps * torch.cumsum(torch.cat([chunk_loss.new_zeros(1), chunk_loss[:-1]]), 0))
         self.causal_weights = w
         return (w / (M * counts))[chunk]
 
-    def backward(self, pts: dict[str, torch.Tensor], need_grad: bool = True) -> dict[str, float]:
+    def backward(self, pts: dict[str, torch.Tensor], need_grad: bool = True,
+                 point_weights: torch.Tensor | None = None) -> dict[str, float]:
+        """The loss and its gradient; `point_weights` (from `point_weights`) fixes the residual weights,
+        which L-BFGS needs: its line search must see one objective, not one reweighted at every call."""
         weights = self.train.weights
         parts = {}
         x = pts["interior"]
-        pw = self._point_weights(x)
+        single_pass = point_weights is None and self.train.causal_chunks and len(x) <= self.train.chunk_points
+        if single_pass:  # one chunk: the causal weights come from the same residuals as the loss
+            r_all = self._residual(x)
+            pw = self._causal_weights(x, r_all)
+        else:
+            pw = self.point_weights(x) if point_weights is None else point_weights
         total = 0.0
         res = 0.0
         for idx in torch.split(torch.arange(len(x)), self.train.chunk_points):
-            r = self._residual(x[idx])
+            r = r_all if single_pass else self._residual(x[idx])
             loss = (pw[idx] * r * r).sum()
             if need_grad:
                 (weights.residual * loss).backward()
@@ -96,6 +116,10 @@ class PINNLoss:
         return parts
 
 
+class _BudgetSpent(Exception):
+    """Raised by a phase called after the time budget ran out; its last checkpoint is already written."""
+
+
 class _Phase:
     """One optimiser phase as the core Trainer's epoch function (steps_per_epoch steps per call)."""
 
@@ -112,7 +136,7 @@ class _Phase:
             self.opt = torch.optim.LBFGS(params, lr=phase.lr, max_iter=phase.max_iter, history_size=phase.history,
                                          tolerance_grad=1e-12, tolerance_change=0.0, line_search_fn="strong_wolfe")
         self.epochs = math.ceil(phase.steps / train.steps_per_epoch)
-        self.pts, self.key, self.stopped = None, None, False
+        self.pts, self.key, self.held_weights = None, None, None
 
     def spent(self) -> float:
         return self.curve["seconds"][-1] if self.curve["seconds"] else 0.0
@@ -128,14 +152,13 @@ class _Phase:
 
     def _closure(self):
         self.opt.zero_grad(set_to_none=True)
-        return torch.tensor(self.objective.backward(self.pts)["total"])
+        return torch.tensor(self.objective.backward(self.pts, point_weights=self.held_weights)["total"])
 
     def __call__(self, epoch: int) -> float:
         curve, phase = self.curve, self.phase
-        if self.stopped or self.spent() >= self.limit:  # out of time: the remaining epochs do nothing
-            self.stopped = True
-            return curve["loss"][-1] if curve["loss"] else 0.0
-        t0 = time.perf_counter()
+        if self.spent() >= self.limit:  # out of time: end the phase without more checkpoints
+            raise _BudgetSpent
+        t0 = training_clock()
         first, last = epoch * self.train.steps_per_epoch, min((epoch + 1) * self.train.steps_per_epoch, phase.steps)
         loss = float("nan")
         for step in range(first, last):
@@ -147,11 +170,13 @@ class _Phase:
                 loss = self.objective.backward(pts)["total"]
                 self.opt.step()
             else:
+                # causal weights are updated between L-BFGS steps and held within one
+                self.held_weights = self.objective.point_weights(pts["interior"])
                 loss = float(self.opt.step(self._closure))
-            if not math.isfinite(loss) or self.spent() + time.perf_counter() - t0 >= self.limit:
+            if not math.isfinite(loss) or self.spent() + training_clock() - t0 >= self.limit:
                 last = step + 1
                 break
-        elapsed = time.perf_counter() - t0
+        elapsed = training_clock() - t0
         if math.isfinite(loss):
             step_count = (curve["step"][-1] if curve["step"] else 0) + last - first
             err = self.monitor(self.model)
@@ -170,7 +195,7 @@ def train_pig(model, problem: Problem, train, derivatives: str, seed: int, check
 
     `monitor(model)` gives the test error, recorded after each epoch; its cost is not counted as
     training time. The budget `train.time_limit_s` covers all phases; a phase that runs out of time
-    ends early, and later phases are skipped.
+    ends early, and later phases are skipped. Seconds are `training_clock()` seconds.
     """
     curve_file = checkpoints / "curve.json"
     curve = read_json(curve_file) if curve_file.exists() else {"step": [], "seconds": [], "loss": [], "error": [],
@@ -183,7 +208,10 @@ def train_pig(model, problem: Problem, train, derivatives: str, seed: int, check
                 model.load_state_dict(load_weights(checkpoints / f"phase{p}.pt")["model"])
             continue
         run = _Phase(p, phase, model, problem, train, objective, seed, curve, curve_file, limit, monitor, log)
-        Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
+        try:
+            Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
+        except _BudgetSpent:  # the Trainer would otherwise write a checkpoint for every remaining epoch
+            model.eval()
         curve["done"].append(p)
         write_json(curve_file, curve)
     return curve
