@@ -7,7 +7,7 @@ import torch
 
 from surrogate.core import metrics as M
 from surrogate.core.store import atomic_path, load_weights, write_json
-from surrogate.core.training import NonFiniteLoss, Trainer
+from surrogate.core.training import NonFiniteLoss, StopTraining, Trainer
 
 
 def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
@@ -34,6 +34,21 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(tmp_pa
     with pytest.raises(NonFiniteLoss, match="loss became nan in epoch 3; the checkpoint of epoch 2 is kept"):
         trainer.run(lambda epoch: next(losses))
     assert int(load_weights(tmp_path / "ckpt.pt")["epoch"]) == 1  # zero-based: epoch 2 of 5
+
+
+def test_stop_training_ends_early_without_recording_or_checkpointing_the_stopped_epoch(tmp_path):
+    model, trainer = _trainer(tmp_path, 10)
+    seen = []
+
+    def epoch_fn(epoch):
+        seen.append(epoch)
+        if epoch == 2:
+            raise StopTraining
+        return 1.0
+
+    assert trainer.run(epoch_fn) == [1.0, 1.0]
+    assert seen == [0, 1, 2] and not model.training
+    assert int(load_weights(tmp_path / "ckpt.pt")["epoch"]) == 1
 
 
 def test_trainer_resumes_where_it_stopped(tmp_path):

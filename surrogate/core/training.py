@@ -17,6 +17,11 @@ class NonFiniteLoss(RuntimeError):
     """Training produced a NaN or infinite loss; the last good checkpoint was kept."""
 
 
+class StopTraining(Exception):
+    """Raised by an epoch function to end training before its last epoch (e.g. a time budget is spent).
+    The epoch that raises it is not recorded; the checkpoint of the epoch before stays the last one."""
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -53,8 +58,9 @@ def batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True
 class Trainer:
     """Runs epochs with one checkpoint per epoch; an existing checkpoint is resumed from.
 
-    ``epoch_fn(epoch) -> mean loss`` does the work of one epoch. The checkpoint holds the model,
-    optimizer and scheduler states and the loss history, all plain tensors and numbers.
+    ``epoch_fn(epoch) -> mean loss`` does the work of one epoch, or raises `StopTraining` to end early.
+    The checkpoint holds the model, optimizer and scheduler states and the loss history, all plain
+    tensors and numbers.
     """
 
     def __init__(
@@ -95,7 +101,10 @@ class Trainer:
         bar = progress(range(start, self.epochs), desc=self.desc, initial=start, total=self.epochs, unit="epoch")
         for epoch in bar:
             self.model.train()
-            loss = float(epoch_fn(epoch))
+            try:
+                loss = float(epoch_fn(epoch))
+            except StopTraining:
+                break
             if not math.isfinite(loss):
                 kept = f"the checkpoint of epoch {epoch} is kept at {self.checkpoint}" if epoch else "no epoch finished"
                 raise NonFiniteLoss(f"{self.desc}: the loss became {loss} in epoch {epoch + 1}; {kept}. "

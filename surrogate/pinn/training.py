@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from surrogate.core.store import load_weights, read_json, write_json
-from surrogate.core.training import Trainer
+from surrogate.core.training import StopTraining, Trainer
 from surrogate.pinn.pdes import Problem
 from surrogate.pinn.pig import autograd_derivatives
 
@@ -116,10 +116,6 @@ class PINNLoss:
         return parts
 
 
-class _BudgetSpent(Exception):
-    """Raised by a phase called after the time budget ran out; its last checkpoint is already written."""
-
-
 class _Phase:
     """One optimiser phase as the core Trainer's epoch function (steps_per_epoch steps per call)."""
 
@@ -157,7 +153,7 @@ class _Phase:
     def __call__(self, epoch: int) -> float:
         curve, phase = self.curve, self.phase
         if self.spent() >= self.limit:  # out of time: end the phase without more checkpoints
-            raise _BudgetSpent
+            raise StopTraining
         t0 = training_clock()
         first, last = epoch * self.train.steps_per_epoch, min((epoch + 1) * self.train.steps_per_epoch, phase.steps)
         loss = float("nan")
@@ -208,10 +204,7 @@ def train_pig(model, problem: Problem, train, derivatives: str, seed: int, check
                 model.load_state_dict(load_weights(checkpoints / f"phase{p}.pt")["model"])
             continue
         run = _Phase(p, phase, model, problem, train, objective, seed, curve, curve_file, limit, monitor, log)
-        try:
-            Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
-        except _BudgetSpent:  # the Trainer would otherwise write a checkpoint for every remaining epoch
-            model.eval()
+        Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
         curve["done"].append(p)
         write_json(curve_file, curve)
     return curve
