@@ -1,12 +1,16 @@
 """Core pieces: atomic writes, the NaN guard, resume of the training loop, metrics."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from surrogate.core import metrics as M
-from surrogate.core.store import atomic_path, load_weights, write_json
+from surrogate.core.store import RunFolder, atomic_path, load_weights, write_json
 from surrogate.core.training import NonFiniteLoss, StopTraining, Trainer
 
 
@@ -19,6 +23,19 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
             raise RuntimeError("crash while writing")
     assert target.read_text().strip().startswith("{") and '"v": 1' in target.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_run_locked_by_a_dead_unreaped_process_is_free_to_resume(tmp_path):
+    run = RunFolder(tmp_path)
+    run.lock()
+    assert run.is_locked()  # this process is alive
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: a zombie once it ends
+    while open(f"/proc/{dead.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+        time.sleep(0.01)
+    run.lock_file.write_text(str(dead.pid))
+    assert not run.is_locked()
+    dead.wait()
 
 
 def _trainer(tmp_path, epochs):

@@ -2,26 +2,34 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from surrogate.core.store import read_json
+from surrogate.core.store import RunFolder, read_json
 
 CASE = Path(__file__).resolve().parents[1] / "cases" / "lorenz96_mno.yaml"
 # a short training with several epochs, offline and rollout, and the transfer retraining at K=16
 OVERRIDES = ["train.epochs=3", "train.rollout_epochs=2", "evaluate.baselines=[null]", "evaluate.cost=[]"]
 
 
-def surrogate_run(results: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess:
+def surrogate_command(results: Path, nproc: int, *extra: str, overrides: list[str] = OVERRIDES) -> list[str]:
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
-    cmd = [sys.executable, *launcher, "-m", "surrogate", "--results", str(results), "run", str(CASE),
-           "-p", "smoke", "-q", *OVERRIDES, *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return [sys.executable, *launcher, "-m", "surrogate", "--results", str(results), "run", str(CASE),
+            "-p", "smoke", "-q", *overrides, *extra]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def surrogate_run(results: Path, nproc: int, *extra: str, overrides: list[str] = OVERRIDES) -> subprocess.CompletedProcess:
+    return subprocess.run(surrogate_command(results, nproc, *extra, overrides=overrides), capture_output=True,
+                          text=True, env=ENV, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +73,42 @@ def test_a_world_size_that_does_not_divide_the_batch_is_refused_before_anything_
     assert out.returncode != 0
     assert "train.batch_size = 33 is not divisible by the torchrun world size 2" in out.stderr
     assert not (tmp_path / "lorenz96_mno").exists()
+
+
+# offline training only, on a small training set, with enough epochs to be killed in the middle
+RESUME = ["train.epochs=12", "train.batch_size=64", "data.n_train=8", "train.rollout_epochs=0",
+          "evaluate.baselines=[null]", "evaluate.cost=[]", "data.transfer_K=[]"]
+
+
+def test_a_killed_torchrun_run_resumes_on_both_ranks_as_if_never_interrupted(tmp_path):
+    pytest.importorskip("torch.distributed")
+    reference = surrogate_run(tmp_path / "reference", 2, overrides=RESUME)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    results = tmp_path / "killed"
+    proc = subprocess.Popen(surrogate_command(results, 2, overrides=RESUME), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+    checkpoint, deadline = None, time.time() + 300
+    while time.time() < deadline and checkpoint is None and proc.poll() is None:
+        found = list(results.glob("lorenz96_mno/*/checkpoints/mno.offline.pt"))
+        checkpoint = found[0] if found else None
+        time.sleep(0.05)
+    # torchrun and both ranks at once, as a lost node would (torchrun starts each rank in its own session)
+    ranks = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    for pid in [*map(int, ranks), proc.pid]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint is not None, "no checkpoint was written before the run ended"
+    run = RunFolder(checkpoint.parents[1])
+    assert run.status == "interrupted" and not run.stage_done("fit")
+
+    resumed = subprocess.run(surrogate_command(results, 2, overrides=RESUME), capture_output=True, text=True,
+                             env=ENV, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert run.status == "finished" and run.meta()["resumed"] == 1 and run.meta()["world_size"] == 2
+    curve = read_json(run.path / "model" / "training.json")["mno"]["offline"]
+    expected = read_json(tmp_path / "reference" / "lorenz96_mno" / "latest" / "model" / "training.json")["mno"]["offline"]
+    assert len(curve) == len(expected) == 12  # every epoch once
+    # both ranks restart from the same checkpoint (weights and optimiser state), so the curve goes on
+    # as in the uninterrupted run; a rank starting afresh would change the optimiser moments
+    np.testing.assert_allclose(curve, expected, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""torchrun with 2 CPU processes (gloo, DDP) trains PROSE, the SMART surrogate and the MMGP GNN baseline
+"""torchrun with 2 CPU processes (gloo, DDP) trains PROSE, the SMART surrogate, the MMGP GNN baseline and PIG
 as one process does on the same global batch.
 
 The single-process side is the session's smoke run of the family (shared with the other tests; for
@@ -194,3 +194,22 @@ def test_an_interrupted_forecaster_fit_resumes_to_the_same_model_and_selected_ep
     assert resumed.metadata["selected_epoch"] == straight.metadata["selected_epoch"] == 0
     for a, b in zip(resumed.net.state_dict().values(), straight.net.state_dict().values()):
         assert torch.equal(a, b)
+
+
+# both optimisers, with a few records each; no baseline (under torchrun only rank 0 would train it)
+PIG_DDP = ["train.phases=[{optimizer: adam, steps: 6, lr: 1.0e-2}, {optimizer: lbfgs, steps: 4, max_iter: 5}]",
+           "evaluate.baselines=[]"]
+
+
+@pytest.mark.parametrize("case", ["pig_allen_cahn.yaml",  # causal weights over time chunks, initial condition
+                                  "pig_helmholtz.yaml"])  # boundary condition
+def test_pig_two_gloo_processes_reproduce_the_single_process_loss_curve(launcher, case, tmp_path):
+    one = surrogate.run(CASES / case, "smoke", PIG_DDP, quiet=True, results=tmp_path / "one")
+    shutil.copytree(tmp_path / "one" / ".cache", tmp_path / "two" / ".cache")
+    two = torchrun(tmp_path / "two", case, *PIG_DDP)
+    a, b = read_json(one / "model" / "pig.json")["curve"], read_json(two / "model" / "pig.json")["curve"]
+    assert a["step"] == b["step"] == [2, 4, 6, 8, 10]
+    # float64 sums of two halves instead of one whole: the same steps to round-off, L-BFGS line search included
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-9)
+    np.testing.assert_allclose(b["error"], a["error"], rtol=1e-9)
+    assert_rank_zero_alone_wrote(two)

@@ -107,12 +107,25 @@ def module_device(module: torch.nn.Module) -> torch.device:
 def average_gradients(parameters) -> None:
     """All-reduce the gradients (for loops that call the model several times per step, where DDP's
     one-forward-one-backward bookkeeping does not apply)."""
+    sum_gradients(parameters, scale=1.0 / world_size())
+
+
+def sum_gradients(parameters, scale: float = 1.0) -> None:
+    """Sum the gradients over ranks, for losses whose rank terms already add up to the global loss."""
     if not active():
         return
     for p in parameters:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad /= world_size()
+            if scale != 1.0:
+                p.grad *= scale
+
+
+def my_part(n: int) -> slice:
+    """This rank's contiguous part of n items (all of them on one process); parts differ by at most one."""
+    size, extra = divmod(n, world_size())
+    start = rank() * size + min(rank(), extra)  # the first `extra` ranks take one more, as tensor_split
+    return slice(start, start + size + (rank() < extra))
 
 
 def sum_over_ranks(*values: float) -> list[float]:

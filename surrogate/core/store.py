@@ -272,13 +272,23 @@ class RunFolder:
             return False
         except PermissionError:
             return True
-        return True
+        return not _zombie(pid)
 
     def lock(self) -> None:
         write_text(self.lock_file, str(os.getpid()))
 
     def unlock(self) -> None:
         self.lock_file.unlink(missing_ok=True)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process that nobody has reaped yet (its parent died too, and the container's first
+    process does not reap orphans): it still answers kill(pid, 0) but holds nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS) or already gone
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def list_runs(results: str | Path) -> list[RunFolder]:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from surrogate.core import distributed
 from surrogate.core.executor import map_tasks
 from surrogate.core.methods import method_name, write_index
 from surrogate.core.metrics import relative_l2
@@ -122,6 +123,8 @@ class PINNPipeline(Pipeline):
             curve = train_pig(pig, problem, case.train, s.derivatives, case.seed, ckpt, monitor, self.log)
             meta = {"case": case.name, "method": "pig", "parameters": n_params, "coords": list(problem.coords)}
             FieldModel(pig, "pig", self._problem_spec(), meta).save(model_dir, "pig", {"curve": curve})
+        if not distributed.is_main():  # under torchrun the other ranks help with PIG only
+            return
         pig_seconds = read_json(model_dir / "pig.json")["curve"]["seconds"][-1]
         for spec in case.evaluate.baselines:
             if (model_dir / f"{spec.label}.json").exists():

@@ -4,6 +4,11 @@ One "epoch" of the core Trainer is `steps_per_epoch` optimiser steps; a checkpoi
 each. Collocation points depend only on (seed, phase, resample index), so a resumed run sees the
 same points. The loss is accumulated over chunks of points, one backward pass per chunk, which
 bounds memory by the chunk size whatever the number of points.
+
+Under torchrun every rank draws the same points and takes its contiguous part of each set; the rank
+terms of the loss add up to the global loss, and so do the gradients (summed over ranks after the
+chunked backward passes, which DDP's one-forward-one-backward hooks do not cover). Every rank then
+takes the same optimiser step, L-BFGS line search included, and rank 0's clock is the budget's.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from surrogate.core import distributed
 from surrogate.core.store import load_weights, read_json, write_json
 from surrogate.core.training import StopTraining, Trainer
 from surrogate.pinn.pdes import Problem
@@ -58,15 +64,16 @@ class PINNLoss:
         return self.problem.residual(x, u, du, d2u)
 
     def point_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-point weights of the squared residual: 1/P, or the causal weights of Wang et al. (2024):
-        chunk i of the time axis weighted by exp(-eps * sum of the losses of earlier chunks), no gradient."""
-        P = len(x)
+        """Per-point weights of the squared residual at this rank's part of x (all of x on one process):
+        1/P, or the causal weights of Wang et al. (2024): chunk i of the time axis weighted by
+        exp(-eps * sum of the losses of earlier chunks), no gradient."""
+        P, mine = len(x), x[distributed.my_part(len(x))]
         if not self.train.causal_chunks:
-            return torch.full((P,), 1.0 / P, dtype=x.dtype)
+            return torch.full((len(mine),), 1.0 / P, dtype=x.dtype)
         with torch.set_grad_enabled(not self.closed_form):  # double backprop needs the graph, even here
-            r = torch.cat([self._residual(x[idx]).detach() for idx in torch.split(torch.arange(P),
-                                                                                  self.train.chunk_points)])
-        return self._causal_weights(x, r)
+            r = torch.cat([self._residual(mine[idx]).detach() for idx in torch.split(torch.arange(len(mine)),
+                                                                                     self.train.chunk_points)])
+        return self._causal_weights(mine, r)
 
     def _causal_weights(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Causal point weights from the residuals r at x (no gradient flows through them)."""
@@ -75,7 +82,11 @@ class PINNLoss:
         chunk = ((x[:, -1] - lo) / (hi - lo) * M).long().clamp(0, M - 1)
         r = r.detach()
         sq = torch.zeros(M, dtype=x.dtype).index_add_(0, chunk, r * r)
-        counts = torch.bincount(chunk, minlength=M).clamp(min=1).to(x.dtype)
+        counts = torch.bincount(chunk, minlength=M).to(x.dtype)
+        if distributed.active():  # chunk losses of all the points, whichever rank holds them
+            sq, counts = torch.tensor(distributed.sum_over_ranks(*sq.tolist(), *counts.tolist()),
+                                      dtype=x.dtype).split(M)
+        counts = counts.clamp(min=1)
         chunk_loss = sq / counts
         w = torch.exp(-self.train.causal_eps * torch.cumsum(torch.cat([chunk_loss.new_zeros(1), chunk_loss[:-1]]), 0))
         self.causal_weights = w
@@ -87,13 +98,15 @@ class PINNLoss:
         which L-BFGS needs: its line search must see one objective, not one reweighted at every call."""
         weights = self.train.weights
         parts = {}
-        x = pts["interior"]
-        single_pass = point_weights is None and self.train.causal_chunks and len(x) <= self.train.chunk_points
+        x_all = pts["interior"]
+        x = x_all[distributed.my_part(len(x_all))]
+        largest_part = -(-len(x_all) // distributed.world_size())  # the same test on every rank
+        single_pass = point_weights is None and self.train.causal_chunks and largest_part <= self.train.chunk_points
         if single_pass:  # one chunk: the causal weights come from the same residuals as the loss
             r_all = self._residual(x)
             pw = self._causal_weights(x, r_all)
         else:
-            pw = self.point_weights(x) if point_weights is None else point_weights
+            pw = self.point_weights(x_all) if point_weights is None else point_weights
         total = 0.0
         res = 0.0
         for idx in torch.split(torch.arange(len(x)), self.train.chunk_points):
@@ -106,13 +119,18 @@ class PINNLoss:
         total += weights.residual * res
         for term in ("initial", "boundary"):
             if term in pts:
-                xb, ub = pts[term], pts[f"{term}_u"]
-                loss = ((self.model(xb) - ub) ** 2).mean()
+                part = distributed.my_part(len(pts[term]))
+                xb, ub = pts[term][part], pts[f"{term}_u"][part]
+                loss = ((self.model(xb) - ub) ** 2).sum() / len(pts[term])
                 if need_grad:
                     (getattr(weights, term) * loss).backward()
                 parts[term] = loss.item()
                 total += getattr(weights, term) * parts[term]
         parts["total"] = total
+        if distributed.active():
+            if need_grad:
+                distributed.sum_gradients(self.model.parameters())
+            parts = dict(zip(parts, distributed.sum_over_ranks(*parts.values())))
         return parts
 
 
@@ -169,10 +187,12 @@ class _Phase:
                 # causal weights are updated between L-BFGS steps and held within one
                 self.held_weights = self.objective.point_weights(pts["interior"])
                 loss = float(self.opt.step(self._closure))
-            if not math.isfinite(loss) or self.spent() + training_clock() - t0 >= self.limit:
+            out_of_time = self.limit < math.inf and distributed.any_rank(
+                self.spent() + training_clock() - t0 >= self.limit)
+            if not math.isfinite(loss) or out_of_time:
                 last = step + 1
                 break
-        elapsed = training_clock() - t0
+        elapsed = distributed.broadcast(training_clock() - t0)  # one curve, the same on every rank
         if math.isfinite(loss):
             step_count = (curve["step"][-1] if curve["step"] else 0) + last - first
             err = self.monitor(self.model)
