@@ -4,7 +4,8 @@ import pytest
 
 from surrogate.prose.baselines import _numbers_as_parameters
 from surrogate.prose.odes import FAMILIES, add_noise, integrate, time_grid
-from surrogate.prose.refine import Refinement, as_refinement, refine_systems
+from surrogate.prose.refine import Refinement, as_refinement, refine_systems, significant_digits
+from surrogate.prose.symbols import bind, round_significant
 
 LORENZ = FAMILIES["lorenz"]
 TRUE = np.array([10.3, 27.1, 2.71])
@@ -93,6 +94,11 @@ def test_refine_option_values():
     ({"weak_form_iterations": -1}, "Refinement.weak_form_iterations"),
     ({"trajectory_steps": 2.5}, "Refinement.trajectory_steps"),
     ({"prior_scale": 0.0}, "Refinement.prior_scale"),
+    ({"p_exact": (0.9, 1.0)}, "Refinement.p_exact"),
+    ({"p_exact": ()}, "Refinement.p_exact"),
+    ({"p_exact": [0.5]}, "Refinement.p_exact"),
+    ({"share_tolerance": -0.1}, "Refinement.share_tolerance"),
+    ({"p_shared": 1.0}, "Refinement.p_shared"),
 ])
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -109,3 +115,52 @@ def test_bad_observations_are_named(lorenz_observed):
     with pytest.raises(ValueError, match="evenly spaced"):
         refine_systems(_guesses(), uneven, u)
     assert all(s is not None for s in refine_systems(_guesses(), uneven, u, WEAK_FORM_ONLY))
+
+
+HALVORSEN = FAMILIES["halvorsen"]
+
+
+def test_numbers_written_exactly_stay_as_written_and_the_rest_improves():
+    """Halvorsen's fixed 0.25s (written exactly by the decoder) are mostly kept; its parameter a is re-fitted."""
+    rng = np.random.default_rng(1)
+    t = time_grid()[:64:2]
+    a_true = np.array([-0.362, -0.331, -0.37, -0.34, -0.35, -0.328])
+    starts = rng.uniform(-2, 2, size=(len(a_true), 3))
+    clean = integrate(HALVORSEN, a_true[:, None], starts, time_grid())[:, :64:2]
+    u = add_noise(clean, 0.02, rng)
+    # decoded-like: a off by 7% and written with 3 digits, the 0.25s exact
+    guesses = [HALVORSEN.equation([round_significant(a * f)]) for a, f in zip(a_true, [1.07, 0.93] * 3)]
+    numbers = np.array([_numbers(g) for g in guesses])
+    selected = np.array([_numbers(s) for s in refine_systems(guesses, t, u)])
+    all_free = np.array([_numbers(s) for s in refine_systems(guesses, t, u, Refinement(select_numbers=False))])
+    fixed = numbers == 0.25
+    assert fixed.sum() == 3 * len(a_true)
+    assert np.mean(selected[fixed] == 0.25) >= 0.8  # kept as written ...
+    assert np.all(all_free[fixed] != 0.25)  # ... where fitting every number moves all of them
+    before = np.abs(numbers[~fixed].reshape(len(a_true), 3) / a_true[:, None] - 1)
+    after = np.abs(selected[~fixed].reshape(len(a_true), 3) / a_true[:, None] - 1)
+    assert np.mean(after) < 0.6 * np.mean(before), (before.mean(), after.mean())
+
+
+def test_significant_digits_of_decoded_numbers():
+    np.testing.assert_array_equal(significant_digits(np.array([3.0, 0.5, -10.0, 0.25, -14.0, 0.173, 0.0, 0.3996])),
+                                  [1, 1, 1, 2, 2, 3, 1, 4])
+
+
+def test_numbers_of_one_parameter_are_fitted_as_one():
+    """Thomas writes b three times; the decoder's three (different) guesses are mostly merged into one fitted b."""
+    thomas = FAMILIES["thomas"]
+    rng = np.random.default_rng(2)
+    t = time_grid()[:64:2]
+    b = rng.uniform(0.153, 0.187, 6)
+    clean = integrate(thomas, b[:, None], rng.uniform(-2, 2, (6, 3)), time_grid())[:, :64:2]
+    u = add_noise(clean, 0.02, rng)
+    shape = _numbers_as_parameters(thomas.equation([0.17]))[0]
+    guesses = [bind(shape, {f"c{i}": -round_significant(v * f) for i, f in enumerate((1.07, 0.94, 1.03))}) for v in b]
+    shared = np.array([_numbers(s) for s in refine_systems(guesses, t, u)])
+    separate = np.array([_numbers(s) for s in refine_systems(guesses, t, u, Refinement(share_tolerance=0.0))])
+    one_b = np.all(shared == shared[:, :1], axis=1)
+    assert one_b.sum() >= 3 and not np.any(np.all(separate == separate[:, :1], axis=1))
+    error = lambda numbers: np.mean(np.abs(-numbers / b[:, None] - 1))  # noqa: E731
+    decoded = np.array([_numbers(g) for g in guesses])
+    assert error(shared) < error(separate) < error(decoded)
