@@ -55,9 +55,13 @@ def part_case(results: str, reuse: bool) -> dict:
         run = surrogate.run(ROOT / "cases" / f"{CASE}.yaml", results=results)
     metrics = json.loads((run / "metrics.json").read_text())
     meta = json.loads((run / "meta.json").read_text())
-    cache = sorted((Path(results) / ".cache" / "dragonfly").glob("*/.complete"))
+    from surrogate.core.case import stable_hash
+    from surrogate.dragonfly.pipeline import DragonflyPipeline
+
+    key = stable_hash(DragonflyPipeline.data_config(load_case(ROOT / "cases" / f"{CASE}.yaml")))
+    done = Path(results) / ".cache" / "dragonfly" / key / ".complete"     # this case's data, when generated
     return {"run": str(run), "wall_seconds": meta.get("wall_seconds"), "peak_rss_mib": meta.get("peak_rss_mib"),
-            "data_seconds": [float(c.read_text().split()[0]) for c in cache], "rows": metrics["rows"]}
+            "data_seconds": float(done.read_text().split()[0]) if done.exists() else None, "rows": metrics["rows"]}
 
 
 def part_hybrid(results: str, preset: str, thresholds: list[float]) -> dict:
@@ -80,7 +84,8 @@ def part_hybrid(results: str, preset: str, thresholds: list[float]) -> dict:
     for w in thresholds:
         model.net.load_state_dict(state)
         out = run_hybrid(sc, model, width_threshold=w, drift_threshold=hy.drift_threshold, warmup=hy.warmup,
-                         recheck=hy.recheck, max_surrogate=hy.max_surrogate, tune_steps=hy.tune_steps, **kw)
+                         recheck=hy.recheck, max_surrogate=hy.max_surrogate, tune_steps=hy.tune_steps,
+                         settle=hy.settle, **kw)
         err = 100 * abs(out["target_runtime_us"] / ref["target_runtime_us"] - 1)
         tag = f"w{w:g}"
         rows += [{"method": "hybrid", "metric": f"speedup_{tag}", "value": ref["wall_s"] / out["wall_s"], "unit": "1"},
@@ -163,10 +168,11 @@ def run_part(args: list[str]) -> dict:
 def table(rows: list[dict], metrics: list[str]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows if r["metric"] in metrics))
     cell = {(r["method"], r["metric"]): r["value"] for r in rows}
-    head = f"{'method':18}" + "".join(f"{m[:18]:>20}" for m in metrics)
+    w = max(len(m) for m in methods) + 1
+    head = f"{'method':{w}}" + "".join(f"{m[:18]:>20}" for m in metrics)
     lines = [head, "-" * len(head)]
     for m in methods:
-        lines.append(f"{m:18}" + "".join(f"{cell[(m, k)]:20.4g}" if (m, k) in cell else f"{'-':>20}" for k in metrics))
+        lines.append(f"{m:{w}}" + "".join(f"{cell[(m, k)]:20.4g}" if (m, k) in cell else f"{'-':>20}" for k in metrics))
     return "\n".join(lines)
 
 

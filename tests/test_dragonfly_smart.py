@@ -13,10 +13,10 @@ import surrogate
 from surrogate.core.case import CaseError, load_case
 from surrogate.dragonfly import Dragonfly, Job, place_jobs
 from surrogate.dragonfly.features import iteration_counters, job_share, node_features
-from surrogate.dragonfly.hybrid import run_hybrid
-from surrogate.dragonfly.methods import Forecast, Neural, samples_from_runs
+from surrogate.dragonfly.hybrid import _recent_samples, run_hybrid
+from surrogate.dragonfly.methods import Forecast, Neural, Samples, samples_from_runs
 from surrogate.dragonfly.scenarios import Scenario, make_splits, simulate
-from surrogate.dragonfly.smart import KINDS, QUANTILES, Forecaster, conformal_offsets
+from surrogate.dragonfly.smart import KINDS, QUANTILES, Ensemble, Forecaster, conformal_offsets, log_target
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "cases" / "dragonfly_smart.yaml"
@@ -46,6 +46,10 @@ def test_smoke_run_writes_a_complete_run_folder(smoke_run):
     for m in ("smart", "last", "moving_average", "arima", "gbt", "lstm"):
         assert (m, "mape_heldout") in got and (m, "coverage80_heldout") in got and (m, "latency_ms") in got
     assert ("jitter_floor", "mape_test_seeds") in got and ("hybrid", "speedup_w1") in got
+    value = {(r["method"], r["metric"]): r["value"] for r in metrics["rows"]}
+    # a forecaster of the expected runtime errs less than a second noisy run does
+    assert 0 < value[("oracle_expected_runtime", "mape_test_seeds")] < value[("jitter_floor", "mape_test_seeds")]
+    assert (smoke_run / "data" / "validation_000.nc").exists() and (smoke_run / "data" / "calibration_000.nc").exists()
     with xr.open_dataset(smoke_run / "data" / "train_000.nc") as ds:
         for name, var in ds.variables.items():
             assert "units" in var.attrs and "long_name" in var.attrs, name
@@ -103,15 +107,26 @@ def test_bad_topology_jobs_and_cases(tmp_path):
 
 def test_splits_keep_the_held_out_workload_out_of_training():
     sp = make_splits(train={"df72": 12, "df342": 3}, n_test_seeds=4, n_test_unseen=6, n_transfer=1, n_jitter=2,
-                     calibration_fraction=0.2, iterations=10, transfer_preset="df1056", held_out_app="io",
-                     max_corunners=2, seed=0)
-    seen = {s.corunners for s in sp["train"] + sp["calibration"]}
-    assert all("io" not in s.corunners and s.target != "io" for s in sp["train"] + sp["calibration"])
+                     validation_fraction=0.2, iterations=10, transfer_preset="df1056", held_out_app="io",
+                     max_corunners=2, seed=0, calibration={"df72": 2, "df342": 2}, jitter_runs=2)
+    fit = sp["train"] + sp["validation"] + sp["calibration"]
+    seen = {s.corunners for s in fit}
+    assert all("io" not in s.corunners and s.target != "io" for s in fit)
+    assert [s.preset for s in sp["calibration"]] == ["df72", "df72", "df342", "df342"] and len(sp["validation"]) == 3
+    # the dedicated calibration scenarios come from their own stream: every other scenario is unchanged
+    old = make_splits(train={"df72": 12, "df342": 3}, n_test_seeds=4, n_test_unseen=6, n_transfer=1, n_jitter=2,
+                      validation_fraction=0.2, iterations=10, transfer_preset="df1056", held_out_app="io",
+                      max_corunners=2, seed=0)
+    assert all(old[k] == sp[k] for k in ("train", "validation", "test_seeds", "test_unseen", "test_transfer"))
+    assert not old["calibration"] and sp["jitter"][:2] == old["jitter"]
+    assert len({s.placement_seed for s in fit + sp["test_seeds"]}) == len(fit) + 4
     assert all(s.corunners not in seen for s in sp["test_unseen"])
     assert any("io" in s.corunners for s in sp["test_unseen"])
     assert {s.preset for s in sp["test_transfer"]} == {"df1056"}
-    for a, b in zip(sp["test_seeds"], sp["jitter"]):
+    for i, b in enumerate(sp["jitter"]):
+        a = sp["test_seeds"][i % 2]
         assert a.placement_seed == b.placement_seed and a.jitter_seed != b.jitter_seed
+    assert len({s.jitter_seed for s in sp["jitter"]}) == 4
     train_seeds = {s.placement_seed for s in sp["train"]}
     assert not train_seeds & {s.placement_seed for s in sp["test_seeds"]}
 
@@ -163,3 +178,36 @@ def test_samples_layout(smoke_run):
     assert s.x.shape[1:] == (3, 36, 16) and s.rt.shape == (len(s), 3)
     np.testing.assert_array_equal(s.y[:-1], s.rt[1:, -1])
     assert s.iteration[0] == 4 and len(s.hist[0]) == 3
+
+
+def test_ensemble_and_anchor():
+    topo = Dragonfly.preset("df72")
+    rng = np.random.default_rng(2)
+    counters = rng.uniform(0, 100, (2, 4, topo.n_routers, topo.radix, 3))
+    x = torch.as_tensor(node_features(counters, topo, job_share(topo, np.arange(8))), dtype=torch.float32)
+    rt = torch.as_tensor(rng.uniform(90, 110, (2, 4)), dtype=torch.float32)
+    m = Neural("m", 4, kind="smart", members=3, anchor=2, d_model=8, gnn_hidden=8, layers=1)
+    assert isinstance(m.net, Ensemble) and len(m.net.members) == 3 and m.args()["members"] == 3
+    ei, cls = m.edges(topo)
+    each = torch.stack([f(x, rt, ei, cls) for f in m.net.members])
+    out = m.net(x, rt, ei, cls)
+    torch.testing.assert_close(out, each.mean(0))
+    assert torch.all(out.diff(dim=1) >= 0)
+    # the anchor is the geometric mean of the last two runtimes: a zero log target reproduces it
+    q = m.net.runtime_quantiles(torch.zeros(2, len(QUANTILES)), rt)
+    torch.testing.assert_close(q[:, 2], torch.sqrt(rt[:, -1] * rt[:, -2]))
+    np.testing.assert_allclose(log_target(np.array([5.0]), np.array([[1.0, 2.0, 4.0, 16.0]]), 2), [np.log(5 / 8)])
+
+
+def test_recent_samples_skip_fast_forwarded_iterations():
+    topo = Dragonfly.preset("df72")
+    rng = np.random.default_rng(3)
+    counters = [rng.uniform(0, 1, (topo.n_routers, topo.radix, 3)) for _ in range(12)]
+    for i in (5, 6, 7):                       # fast-forwarded: no counters
+        counters[i] = None
+    runtimes = list(100.0 + np.arange(12))
+    s = _recent_samples(Samples, "df72", counters, runtimes, 3, topo, job_share(topo, np.arange(8)), keep=10)
+    # targets: simulated iterations after 3 consecutive simulated ones (iteration 0 excluded), newest first
+    np.testing.assert_array_equal(s.y, [111, 104])
+    np.testing.assert_array_equal(s.rt[0], [108, 109, 110])
+    assert s.x.shape == (2, 3, topo.n_routers, 16)

@@ -138,7 +138,8 @@ class Method:
         return np.concatenate([self._predict(s) for s in groups]) if groups else np.zeros((0, len(QUANTILES)))
 
     def fit(self, train: list[Samples], calibration: list[Samples], cfg=None, checkpoint: Path | None = None,
-            seed: int = 0) -> list[float]:
+            seed: int = 0, validation: list[Samples] | None = None) -> list[float]:
+        """Fit on `train`; `validation` picks training choices (the epoch), `calibration` sets the intervals."""
         return []
 
     def _predict(self, s: Samples) -> np.ndarray:
@@ -174,9 +175,10 @@ class _PointMethod(Method):
     def point(self, s: Samples) -> np.ndarray:
         raise NotImplementedError
 
-    def fit(self, train, calibration, cfg=None, checkpoint=None, seed=0):
-        pts = np.concatenate([self.point(s) for s in train + calibration])
-        ys = np.concatenate([s.y for s in train + calibration])
+    def fit(self, train, calibration, cfg=None, checkpoint=None, seed=0, validation=None):
+        groups = train + (validation or []) + calibration      # nothing is fitted but the offsets
+        pts = np.concatenate([self.point(s) for s in groups])
+        ys = np.concatenate([s.y for s in groups])
         self.offsets_ = _log_residual_quantiles(np.log(pts), np.log(ys))
         return []
 
@@ -268,7 +270,7 @@ class TreeAggregates(Method):
     def args(self):
         return dict(self.kw)
 
-    def fit(self, train, calibration, cfg=None, checkpoint=None, seed=0):
+    def fit(self, train, calibration, cfg=None, checkpoint=None, seed=0, validation=None):
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         X = np.concatenate([aggregates(s) for s in train])
@@ -286,19 +288,28 @@ class TreeAggregates(Method):
 
 
 class Neural(Method):
-    """A `smart.Forecaster` of any kind, trained with the pinball loss on `smart.log_target`, calibrated by CQR."""
+    """A `smart.Forecaster` of any kind, trained with the pinball loss on `smart.log_target`, calibrated by CQR.
 
-    def __init__(self, name, steps, kind="smart", pretrained: str | None = None, **net_args):
+    With `members` > 1 it is a `smart.Ensemble` of forecasters trained one after the other from different
+    seeds, each keeping its own best validation epoch.
+    """
+
+    def __init__(self, name, steps, kind="smart", pretrained: str | None = None, members: int = 1, **net_args):
         super().__init__(name, steps)
         self.kind = kind
         self.net_args = net_args
         self.pretrained = pretrained
-        self.net = smart.Forecaster(kind, steps=steps, **net_args)
+        self.members = members
+        nets = [smart.Forecaster(kind, steps=steps, **net_args) for _ in range(members)]
+        self.net = nets[0] if members == 1 else smart.Ensemble(nets)
         self._edges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.fitted_ = False
 
     def args(self):
-        return {"kind": self.kind, **self.net_args}
+        return {"kind": self.kind, **self.net_args, **({"members": self.members} if self.members > 1 else {})}
+
+    def _target(self, s: Samples) -> np.ndarray:
+        return smart.log_target(s.y, s.rt, self.net.anchor)
 
     def edges(self, topo: Dragonfly):
         key = f"{topo.a},{topo.p},{topo.h}"
@@ -318,29 +329,46 @@ class Neural(Method):
         rt = torch.as_tensor(s.rt[idx], dtype=torch.float32)
         return (net or self.net)(x, rt, ei, cls)
 
-    def fit(self, train, calibration, cfg=None, checkpoint=None, seed=0):
+    def fit(self, train, calibration, cfg=None, checkpoint=None, seed=0, validation=None):
+        """Train (each member), keep the epoch with the lowest validation loss, then measure the conformal
+        offsets on `calibration`. Without validation scenarios the calibration ones pick the epoch too, and
+        without either the training ones are used (both then optimistic)."""
+        validation = validation or calibration
+        nets = list(self.net.members) if isinstance(self.net, smart.Ensemble) else [self.net]
+        history, epochs = [], []
+        for k, net in enumerate(nets):
+            ckpt = checkpoint if checkpoint is None or k == 0 else Path(checkpoint).with_suffix(f".m{k}.pt")
+            losses, e = self._fit_one(net, train, validation, cfg, ckpt, seed + 1000 * k)
+            history = history or losses
+            epochs.append(e)
+        self.metadata["selected_epoch"] = epochs[0] if len(epochs) == 1 else epochs
+        self.calibrate(calibration or validation or train)
+        self.fitted_ = True
+        return history
+
+    def _fit_one(self, one: smart.Forecaster, train, validation, cfg, checkpoint, seed) -> tuple[list[float], int]:
         if self.pretrained:
-            smart.load_pretrained_transformer(self.net, self.pretrained)
-        self.net.set_normalisers(np.concatenate([s.x[:, -1].reshape(-1, s.x.shape[-1]) for s in train]),
-                                 np.log(np.concatenate([s.rt[:, -1] for s in train])))
-        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            smart.load_pretrained_transformer(one, self.pretrained)
+        one.set_normalisers(np.concatenate([s.x[:, -1].reshape(-1, s.x.shape[-1]) for s in train]),
+                            np.log(np.concatenate([s.rt[:, -1] for s in train])))
+        opt = torch.optim.AdamW(one.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1))
-        trainer = Trainer(self.net, opt, sched, checkpoint, cfg.epochs, f"train {self.name}")
+        trainer = Trainer(one, opt, sched, checkpoint, cfg.epochs, f"train {self.name}")
         distributed.check_divides(cfg.batch_size, f"{self.name}: train.batch_size")
         # under torchrun each rank takes its part of every batch; gnn_only embeds runtime tokens it does
         # not use, which DDP must be told about
-        net = distributed.wrap(self.net, find_unused_parameters=self.kind == "gnn_only")
+        net = distributed.wrap(one, find_unused_parameters=self.kind == "gnn_only")
 
         def epoch(e: int) -> float:
             total, n = 0.0, 0
             for gi, s in enumerate(train):
-                y = torch.as_tensor(smart.log_target(s.y, s.rt), dtype=torch.float32)
+                y = torch.as_tensor(self._target(s), dtype=torch.float32)
                 for idx in batches(len(s), cfg.batch_size, seed * 31 + gi, e):
                     part, weight = distributed.shard(idx)
                     loss = smart.pinball(self._raw(s, part, net), y[part])
                     opt.zero_grad()
                     (loss * weight).backward()
-                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+                    torch.nn.utils.clip_grad_norm_(one.parameters(), 1.0)
                     opt.step()
                     total += distributed.part_of_global_mean(float(loss.detach()), weight) * len(idx)
                     n += len(idx)
@@ -348,38 +376,36 @@ class Neural(Method):
             return total / max(n, 1)
 
         best_file = Path(checkpoint).with_suffix(".best.pt") if checkpoint else None
-        best = {"loss": np.inf}
+        best = {"loss": np.inf, "epoch": None}
         if best_file is not None and best_file.exists():  # a resumed fit keeps competing with its best epoch so far
             kept = load_weights(best_file)
             best.update(loss=float(kept["loss"]), epoch=int(kept["epoch"]))
 
         def epoch_and_select(e: int) -> float:
             loss = epoch(e)
-            if calibration:                       # keep the epoch with the lowest calibration loss
-                self.net.eval()
+            if validation:                        # keep the epoch with the lowest validation loss
+                one.eval()
                 with torch.no_grad():
-                    cal = float(np.mean([float(smart.pinball(self._raw(c), torch.as_tensor(
-                        smart.log_target(c.y, c.rt), dtype=torch.float32))) for c in calibration]))
-                self.net.train()
-                if cal < best["loss"]:
-                    best.update(loss=cal, epoch=e)
+                    val = float(np.mean([float(smart.pinball(self._raw(c, net=one), torch.as_tensor(
+                        self._target(c), dtype=torch.float32))) for c in validation]))
+                one.train()
+                if val < best["loss"]:
+                    best.update(loss=val, epoch=e)
                     if best_file is not None:
-                        save_weights(best_file, {"model": tensor_state(self.net), "loss": cal, "epoch": e})
+                        save_weights(best_file, {"model": tensor_state(one), "loss": val, "epoch": e})
             return loss
 
         history = trainer.run(epoch_and_select)
         if best_file is not None and best_file.exists():
-            self.net.load_state_dict(load_weights(best_file)["model"])
-            self.metadata["selected_epoch"] = best.get("epoch")
-        self.calibrate(calibration or train)
-        self.fitted_ = True
-        return history
+            one.load_state_dict(load_weights(best_file)["model"])
+        one.eval()
+        return history, best["epoch"]
 
     def calibrate(self, groups: list[Samples]) -> None:
         self.net.conformal.zero_()
         with torch.no_grad():
             pred = np.concatenate([self._raw(s).numpy() for s in groups])
-        y = np.concatenate([smart.log_target(s.y, s.rt) for s in groups])
+        y = np.concatenate([self._target(s) for s in groups])
         self.net.conformal.copy_(torch.as_tensor(smart.conformal_offsets(pred, y), dtype=torch.float32))
 
     def _predict(self, s):
@@ -394,7 +420,7 @@ class Neural(Method):
             return
         self.net.train()
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        y = torch.as_tensor(smart.log_target(s.y, s.rt), dtype=torch.float32)
+        y = torch.as_tensor(self._target(s), dtype=torch.float32)
         for _ in range(steps):
             loss = smart.pinball(self._raw(s), y)
             opt.zero_grad()

@@ -58,18 +58,19 @@ class DragonflyPipeline(Pipeline):
     @classmethod
     def data_config(cls, case: DragonflyCase) -> dict[str, Any]:
         return {"format": 2, "seed": case.seed, "simulator": case.simulator.model_dump(),
-                "data": case.data.model_dump(exclude={"steps", "calibration_fraction"}
+                "data": case.data.model_dump(exclude={"steps", "validation_fraction"}
                                              | ({"apps"} if case.data.apps is None else set())
                                              | ({"format"} if case.data.format == "netcdf" else set())),
-                "calibration_fraction": case.data.calibration_fraction}
+                "validation_fraction": case.data.validation_fraction}
 
     def splits(self) -> dict[str, list[Scenario]]:
         d, s = self.case.data, self.case.simulator
         splits = make_splits(train=d.train, n_test_seeds=d.n_test_seeds, n_test_unseen=d.n_test_unseen,
-                             n_transfer=d.n_transfer, n_jitter=d.n_jitter, calibration_fraction=d.calibration_fraction,
+                             n_transfer=d.n_transfer, n_jitter=d.n_jitter, validation_fraction=d.validation_fraction,
                              iterations=d.iterations, transfer_preset=d.transfer_preset, held_out_app=d.held_out_app,
                              max_corunners=d.max_corunners, seed=self.case.seed,
-                             transfer_iterations=d.transfer_iterations, apps=d.apps)
+                             transfer_iterations=d.transfer_iterations, apps=d.apps, calibration=d.calibration,
+                             jitter_runs=d.jitter_runs)
         from dataclasses import replace
 
         return {k: [replace(sc, routing=s.routing, jitter=s.jitter) for sc in v] for k, v in splits.items()}
@@ -111,8 +112,9 @@ class DragonflyPipeline(Pipeline):
         model_dir = self.run.sub("model")
         hist_file = model_dir / "training.json"
         history = read_json(hist_file) if hist_file.exists() else {}
-        train, cal = self._samples(data, "train"), self._samples(data, "calibration")
-        self.log(f"fit: {sum(map(len, train))} training and {sum(map(len, cal))} calibration samples")
+        train, val, cal = (self._samples(data, split) for split in ("train", "validation", "calibration"))
+        self.log(f"fit: {sum(map(len, train))} training, {sum(map(len, val))} validation and "
+                 f"{sum(map(len, cal))} calibration samples")
         write_index(model_dir, case.surrogate.label, [m.label for m in case.methods])
         for spec in case.methods:
             if (model_dir / f"{spec.label}.json").exists():
@@ -121,7 +123,7 @@ class DragonflyPipeline(Pipeline):
             method.metadata = self._metadata(spec)
             t0 = time.perf_counter()
             losses = method.fit(train, cal, case.train_for(spec), self.run.sub("checkpoints") / f"{spec.label}.pt",
-                                case.seed)
+                                case.seed, validation=val)
             history[spec.label] = {"loss": losses, "wall_seconds": round(time.perf_counter() - t0, 2),
                                    "samples_per_epoch": sum(map(len, train))}
             method.save(model_dir)
@@ -199,18 +201,35 @@ class DragonflyPipeline(Pipeline):
         return metrics, self._predictions(preds, tests)
 
     def _jitter_floor(self, data: Path) -> list[dict]:
-        """MAPE between a scenario's runtimes and the same scenario re-run with another jitter seed."""
+        """The error floor set by compute jitter, from test_seeds scenarios re-run with other jitter seeds only.
+
+        jitter_floor: MAPE between a scenario's runtimes and its first re-run (two noisy runs).
+        oracle_expected_runtime: MAPE of the per-iteration expected runtime (what a perfect forecaster of
+        the mean would say) against one run, estimated from K >= 2 runs: the leave-one-out error
+        |r_k - mean of the others| has sqrt(K / (K - 1)) times the spread of |r_k - mean| for independent
+        noise, so it is scaled back by sqrt((K - 1) / K).
+        """
         steps = self.case.data.steps
         base, jit = self._runs(data, "test_seeds"), self._runs(data, "jitter")
-        errs = []
-        for a, b in zip(base, jit):
-            ra, rb = a["iteration_runtime"].values[0], b["iteration_runtime"].values[0]
-            n = min(len(ra), len(rb))
-            errs.append(np.abs(rb[steps + 1:n] - ra[steps + 1:n]) / ra[steps + 1:n])
-        if not errs:
+        if not jit:
             return []
-        e = np.concatenate(errs)
-        return [metric_row("jitter_floor", "mape_test_seeds", 100 * float(np.nanmean(e)), unit="%", n=len(e))]
+        nb = min(self.case.data.n_jitter, len(base))                # jitter files run re-run by re-run
+        runs = [[base[i]] + jit[i::nb] for i in range(nb)]
+        floor, oracle = [], []
+        for group in runs:
+            r = [g["iteration_runtime"].values[0] for g in group]
+            n = min(map(len, r))
+            r = np.stack([x[steps + 1:n] for x in r])            # (K, iterations), as the forecast targets
+            floor.append(np.abs(r[1] - r[0]) / r[0])
+            K = len(r)
+            loo = (r.sum(0, keepdims=True) - r) / (K - 1)
+            oracle.append(np.sqrt((K - 1) / K) * np.abs(r - loo) / r)
+        rows = [metric_row("jitter_floor", "mape_test_seeds", 100 * float(np.nanmean(np.concatenate(floor))),
+                           unit="%", n=int(sum(map(len, floor))))]
+        oracle_all = np.concatenate([o.ravel() for o in oracle])
+        rows.append(metric_row("oracle_expected_runtime", "mape_test_seeds", 100 * float(np.nanmean(oracle_all)),
+                               unit="%", n=int(oracle_all.size), runs=len(runs[0])))
+        return rows
 
     def _hybrid(self, model: M.Method) -> list[dict]:
         hy, sim = self.case.evaluate.hybrid, self.case.simulator
@@ -227,7 +246,8 @@ class DragonflyPipeline(Pipeline):
         for w in hy.width_thresholds:
             model.net.load_state_dict(state)                  # every threshold starts from the trained model
             out = run_hybrid(sc, model, width_threshold=w, drift_threshold=hy.drift_threshold, warmup=hy.warmup,
-                             recheck=hy.recheck, max_surrogate=hy.max_surrogate, tune_steps=hy.tune_steps, **kw)
+                             recheck=hy.recheck, max_surrogate=hy.max_surrogate, tune_steps=hy.tune_steps,
+                             settle=hy.settle, **kw)
             err = 100 * abs(out["target_runtime_us"] - ref["target_runtime_us"]) / ref["target_runtime_us"]
             tag = f"w{w:g}"
             rows += [metric_row("hybrid", f"speedup_{tag}", ref["wall_s"] / out["wall_s"], preset=sc.preset),

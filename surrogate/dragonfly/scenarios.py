@@ -4,12 +4,16 @@ A scenario is one packet-level run: the target job (job 0) plus co-runners arriv
 with their own iteration counts, optional uniform random background traffic, a placement seed and a
 compute-jitter seed. Splits:
 
-- train / calibration: the training presets (72 and 342 nodes), co-runner combinations from a training
-  list that never contains the held-out workload;
+- train / validation: the training presets (72 and 342 nodes), co-runner combinations from a training
+  list that never contains the held-out workload; validation scenarios pick the training epoch;
+- calibration: drawn like test_seeds (given counts per preset, so the preset mix can match the tests'),
+  from a stream of their own; only the conformal interval offsets are measured on them, so they are
+  exchangeable with test_seeds and not used for any other choice;
 - test_seeds: the same kind of scenarios with new placement and jitter seeds;
 - test_unseen: co-runner combinations never used in training, half of them with the held-out workload;
 - test_transfer: the transfer preset (1,056 nodes), never seen in training;
-- jitter: test_seeds scenarios re-run with another compute-jitter seed only (the error floor).
+- jitter: test_seeds scenarios re-run with other compute-jitter seeds only (the error floor), `jitter_runs`
+  re-runs each, ordered re-run by re-run.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ APP_SETTINGS = {
     "io": {"compute_us": 150.0, "message_scale": 0.25},
 }
 TARGET_FRACTION, CORUNNER_FRACTION = 0.22, 0.16      # of the nodes, per job
-SPLITS = ("train", "calibration", "test_seeds", "test_unseen", "test_transfer", "jitter")
+SPLITS = ("train", "validation", "calibration", "test_seeds", "test_unseen", "test_transfer", "jitter")
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,14 @@ def _combos(apps: list[str], max_size: int) -> list[tuple[str, ...]]:
 
 
 def make_splits(*, train: dict[str, int], n_test_seeds: int, n_test_unseen: int, n_transfer: int, n_jitter: int,
-                calibration_fraction: float, iterations: int, transfer_preset: str, held_out_app: str,
+                validation_fraction: float, iterations: int, transfer_preset: str, held_out_app: str,
                 max_corunners: int, seed: int, transfer_iterations: int | None = None,
-                apps: list[str] | None = None) -> dict[str, list[Scenario]]:
-    """Every scenario of every split, drawn from one seeded stream (see the module docstring).
+                apps: list[str] | None = None, calibration: dict[str, int] | None = None,
+                jitter_runs: int = 1) -> dict[str, list[Scenario]]:
+    """Every scenario of every split, drawn from seeded streams (see the module docstring).
 
+    Train, validation and test scenarios come from one stream; `calibration` scenarios from a second one, so
+    adding them leaves every other scenario unchanged.
     Transfer scenarios run `transfer_iterations` (default: `iterations`) without background traffic, which
     would dominate the cost of the largest system. `apps` restricts the training workloads (default: all
     but the held-out one).
@@ -118,7 +125,7 @@ def make_splits(*, train: dict[str, int], n_test_seeds: int, n_test_unseen: int,
     next_seed = itertools.count(1000 * seed + 1)
 
     def draw(preset: str, split: str, pool: list[tuple[str, ...]], its: int = iterations,
-             background: bool = True) -> Scenario:
+             background: bool = True, rng=rng, next_seed=next_seed) -> Scenario:
         co = pool[rng.integers(len(pool))]
         est_us = its * 250.0                               # rough target duration, for staggered arrivals
         place = lambda: str(rng.choice(["random", "contiguous"], p=[0.7, 0.3]))  # noqa: E731
@@ -132,12 +139,12 @@ def make_splits(*, train: dict[str, int], n_test_seeds: int, n_test_unseen: int,
 
     train_all = [draw(p, "train", seen) for p, n in train.items() for _ in range(n)]
     idx = rng.permutation(len(train_all))
-    n_cal = int(round(calibration_fraction * len(train_all))) if len(train_all) > 1 else 0
-    n_cal = min(max(n_cal, 1 if calibration_fraction > 0 and len(train_all) > 1 else 0), len(train_all) - 1)
-    cal_idx = set(idx[:n_cal].tolist())
+    n_val = int(round(validation_fraction * len(train_all))) if len(train_all) > 1 else 0
+    n_val = min(max(n_val, 1 if validation_fraction > 0 and len(train_all) > 1 else 0), len(train_all) - 1)
+    val_idx = set(idx[:n_val].tolist())
     splits = {
-        "train": [s for i, s in enumerate(train_all) if i not in cal_idx],
-        "calibration": [_with_split(s, "calibration") for i, s in enumerate(train_all) if i in cal_idx],
+        "train": [s for i, s in enumerate(train_all) if i not in val_idx],
+        "validation": [_with_split(s, "validation") for i, s in enumerate(train_all) if i in val_idx],
     }
     presets = list(train)
     splits["test_seeds"] = [draw(presets[i % len(presets)], "test_seeds", seen) for i in range(n_test_seeds)]
@@ -145,8 +152,11 @@ def make_splits(*, train: dict[str, int], n_test_seeds: int, n_test_unseen: int,
                              for i in range(n_test_unseen)]
     splits["test_transfer"] = [draw(transfer_preset, "test_transfer", seen, transfer_iterations or iterations, False)
                                for _ in range(n_transfer)]
-    splits["jitter"] = [_with_split(s, "jitter", jitter_seed=s.jitter_seed + 7919)
-                        for s in splits["test_seeds"][:n_jitter]]
+    splits["jitter"] = [_with_split(s, "jitter", jitter_seed=s.jitter_seed + 7919 * (r + 1))
+                        for r in range(jitter_runs) for s in splits["test_seeds"][:n_jitter]]
+    cal_rng, cal_seed = np.random.default_rng([seed, 6, 1]), itertools.count(10**6 * (seed + 1) + 1)
+    splits["calibration"] = [draw(p, "calibration", seen, rng=cal_rng, next_seed=cal_seed)
+                             for p, n in (calibration or {}).items() for _ in range(n)]
     return splits
 
 

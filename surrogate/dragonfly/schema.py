@@ -36,7 +36,10 @@ class SimulatorSpec(Section):
 class DataSpec(DataSection):
     train: dict[str, Annotated[int, Field(ge=1, le=10_000)]] = Field(
         default_factory=lambda: {"df72": 16, "df342": 4}, description="training scenarios per preset")
-    calibration_fraction: float = Field(0.2, ge=0, lt=1, description="training scenarios kept for calibration")
+    validation_fraction: float = Field(0.2, ge=0, lt=1, description="training scenarios kept to pick the epoch")
+    calibration: dict[str, Annotated[int, Field(ge=0, le=10_000)]] = Field(
+        default_factory=dict, description="scenarios per preset drawn like test_seeds for the conformal interval "
+                                          "offsets only (none: offsets from the validation scenarios)")
     iterations: int = Field(24, ge=4, le=10_000, description="iterations of the target job per scenario")
     steps: int = Field(6, ge=1, le=64, description="past iterations the forecasters see")
     n_test_seeds: int = Field(6, ge=1)
@@ -45,6 +48,7 @@ class DataSpec(DataSection):
     n_transfer: int = Field(2, ge=0)
     transfer_iterations: int = Field(14, ge=4, le=10_000, description="target iterations of transfer scenarios")
     n_jitter: int = Field(3, ge=0, description="test scenarios re-run with another jitter seed (error floor)")
+    jitter_runs: int = Field(1, ge=1, le=16, description="re-runs of each of those scenarios, each its own jitter seed")
     held_out_app: Literal[APPS] = "io"  # type: ignore[valid-type]
     max_corunners: int = Field(2, ge=1, le=3)
     apps: list[Literal[APPS]] | None = Field(  # type: ignore[valid-type]
@@ -55,6 +59,13 @@ class DataSpec(DataSection):
     def _train_presets(cls, value: dict[str, int]) -> dict[str, int]:
         if not value:
             raise ValueError(f"name at least one training preset; allowed: {', '.join(PRESETS)}")
+        for name in value:
+            _preset(name)
+        return value
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_presets(cls, value: dict[str, int]) -> dict[str, int]:
         for name in value:
             _preset(name)
         return value
@@ -128,6 +139,9 @@ class NeuralSpec(_MethodBase):
     heads: int = Field(2, ge=1, le=16)
     dropout: float = Field(0.0, ge=0, lt=1)
     pretrained: str | None = Field(None, description="local state dict (weights_only) for the transformer")
+    anchor: int | None = Field(None, ge=1, le=64, description="the forecast scales the geometric mean of the last "
+                                                              "`anchor` runtimes (default: all data.steps)")
+    members: int = Field(1, ge=1, le=32, description="forecasters trained from different seeds, quantiles averaged")
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -165,6 +179,8 @@ class HybridSpec(Section):
         default_factory=lambda: [0.1, 0.2, 0.4], description="relative 80% interval width that stops fast-forward")
     drift_threshold: float = Field(0.3, gt=0, description="relative change of co-runner traffic that stops it")
     tune_steps: int = Field(3, ge=0, le=1000, description="online tuning steps at each switch to surrogate mode")
+    settle: int = Field(1, ge=0, description="packet-level iterations after each return that the forecaster "
+                                             "does not see (co-runners restart in step)")
     seed: int = Field(7, ge=0)
 
     @field_validator("preset")

@@ -13,9 +13,10 @@ Per iteration step t of the target job, the router graph carries node features f
 GNN layer: h' = GELU(W_s h + GCN_local(h) + GCN_global(h)), one torch_geometric GCNConv per link class.
 Pooling per graph: the job-weighted mean (weights = share of each router's terminals the target uses),
 the plain mean and the max over routers. The forecast is a correction to the anchor a = geometric mean of
-the window's runtimes (so an untrained head is a moving average): runtime token of step t:
-(log r_t - log a, (log r_t - mu)/sd); output: quantiles of y = log(r_{L+1} / a), kept ordered by
-construction (median, then cumulative softplus steps outwards).
+the last `anchor` runtimes of the window (all by default; so an untrained head is a moving average):
+runtime token of step t: (log r_t - log a, (log r_t - mu)/sd); output: quantiles of y = log(r_{L+1} / a),
+kept ordered by construction (median, then cumulative softplus steps outwards). `Ensemble` averages the
+quantiles of members trained from different seeds.
 Intervals are widened by split-conformal offsets (CQR) measured on calibration scenarios.
 """
 from __future__ import annotations
@@ -118,11 +119,13 @@ class Forecaster(nn.Module):
     """One of KINDS; inputs are normalised inside (the normalisers are buffers, saved with the weights)."""
 
     def __init__(self, kind: str = "smart", n_node_features: int = 16, steps: int = 8, d_model: int = 32,
-                 gnn_hidden: int = 32, gnn_layers: int = 2, layers: int = 2, heads: int = 2, dropout: float = 0.0):
+                 gnn_hidden: int = 32, gnn_layers: int = 2, layers: int = 2, heads: int = 2, dropout: float = 0.0,
+                 anchor: int | None = None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind, self.steps = kind, steps
+        self.anchor = min(anchor or steps, steps)        # the last `anchor` runtimes make the anchor
         F, d = n_node_features, d_model
         self.register_buffer("x_mean", torch.zeros(F))
         self.register_buffer("x_std", torch.ones(F))
@@ -153,7 +156,7 @@ class Forecaster(nn.Module):
 
     def tokens(self, runtimes: torch.Tensor) -> torch.Tensor:
         lr = torch.log(runtimes)
-        return torch.stack([lr - lr.mean(1, keepdim=True), (lr - self.log_rt_mean) / self.log_rt_std], dim=-1)
+        return torch.stack([lr - log_anchor(runtimes, self.anchor), (lr - self.log_rt_mean) / self.log_rt_std], dim=-1)
 
     def forward(self, x: torch.Tensor, runtimes: torch.Tensor, edge_index: torch.Tensor | None = None,
                 edge_cls: torch.Tensor | None = None) -> torch.Tensor:
@@ -182,22 +185,52 @@ class Forecaster(nn.Module):
 
     def runtime_quantiles(self, out: torch.Tensor, runtimes: torch.Tensor) -> torch.Tensor:
         """Quantiles of log(r / anchor) -> runtime quantiles (µs), with the conformal widening applied."""
-        out = out.clone()
-        for j, (lo, hi) in enumerate(LEVELS.values()):
-            out[:, lo] -= self.conformal[j]
-            out[:, hi] += self.conformal[j]
-        # keep the intervals nested around the median after the per-level widening
-        mid = len(QUANTILES) // 2
-        for j in range(mid - 1, -1, -1):
-            out[:, j] = torch.minimum(out[:, j], out[:, j + 1])
-        for j in range(mid + 1, len(QUANTILES)):
-            out[:, j] = torch.maximum(out[:, j], out[:, j - 1])
-        return torch.exp(out + torch.log(runtimes).mean(1, keepdim=True))
+        return widen_and_scale(out, self.conformal, log_anchor(runtimes, self.anchor))
 
 
-def log_target(y: np.ndarray, runtimes: np.ndarray) -> np.ndarray:
-    """The training target: log of the next runtime over the window's geometric-mean runtime."""
-    return np.log(y) - np.log(runtimes).mean(axis=1)
+class Ensemble(nn.Module):
+    """Forecasters of one kind trained from different seeds; their log-target quantiles are averaged
+    (each member's are ordered, so the mean is too) and one conformal widening is applied to the mean."""
+
+    def __init__(self, members: list[Forecaster]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.kind, self.steps, self.anchor = members[0].kind, members[0].steps, members[0].anchor
+        self.register_buffer("conformal", torch.zeros(len(LEVELS)))
+        # the first member's normaliser itself (updated in place with it), so that exports carry it too
+        self.register_buffer("x_mean", members[0].x_mean, persistent=False)
+
+    def forward(self, x: torch.Tensor, runtimes: torch.Tensor, edge_index: torch.Tensor | None = None,
+                edge_cls: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([m(x, runtimes, edge_index, edge_cls) for m in self.members]).mean(0)
+
+    def runtime_quantiles(self, out: torch.Tensor, runtimes: torch.Tensor) -> torch.Tensor:
+        return widen_and_scale(out, self.conformal, log_anchor(runtimes, self.anchor))
+
+
+def log_anchor(runtimes: torch.Tensor, last: int) -> torch.Tensor:
+    """(B, L) runtimes -> (B, 1) log of the geometric mean of the last `last` of them."""
+    return torch.log(runtimes[:, -last:]).mean(1, keepdim=True)
+
+
+def widen_and_scale(out: torch.Tensor, conformal: torch.Tensor, log_a: torch.Tensor) -> torch.Tensor:
+    """Log-target quantiles -> runtime quantiles: the per-level conformal widening, kept nested, times the anchor."""
+    out = out.clone()
+    for j, (lo, hi) in enumerate(LEVELS.values()):
+        out[:, lo] -= conformal[j]
+        out[:, hi] += conformal[j]
+    mid = len(QUANTILES) // 2
+    for j in range(mid - 1, -1, -1):
+        out[:, j] = torch.minimum(out[:, j], out[:, j + 1])
+    for j in range(mid + 1, len(QUANTILES)):
+        out[:, j] = torch.maximum(out[:, j], out[:, j - 1])
+    return torch.exp(out + log_a)
+
+
+def log_target(y: np.ndarray, runtimes: np.ndarray, last: int | None = None) -> np.ndarray:
+    """The training target: log of the next runtime over the geometric mean of the last `last` runtimes
+    (default: the whole window)."""
+    return np.log(y) - np.log(runtimes[:, -(last or runtimes.shape[1]):]).mean(axis=1)
 
 
 def pinball(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
