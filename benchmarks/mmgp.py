@@ -59,6 +59,19 @@ def learning_curve(data: Path, settings: dict, sizes: list[int], repeats: int, n
     return rows
 
 
+def _without_notes(argv: list[str]) -> list[str]:
+    """The command line that reproduces the numbers: remarks left out."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--note":
+            skip = True
+        elif not a.startswith("--note="):
+            kept.append(a)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=str(ROOT / "results"))
@@ -72,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curve-test", type=int, default=200, help="test shapes scored in the learning curve")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="further case overrides, e.g. workers=1 to solve missing samples on one process")
+    p.add_argument("--note", action="append", default=[], help="a remark on this run kept in the JSON (repeatable)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     overrides = [f"seed={args.seed}"]
@@ -104,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                            args.seed) if args.curve_repeats > 0 else []
     rows = [{"case": "mmgp", "std": None, "published": None, **r} for r in metrics["rows"] + curve]
     out = {"family": "mmgp", "date": dt.date.today().isoformat(), "machine": "2 CPU cores (shared), no GPU",
-           "command": "python benchmarks/mmgp.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "command": "python benchmarks/mmgp.py " + " ".join(_without_notes(sys.argv[1:] if argv is None else argv)),
            "seeds": [args.seed], "n_train": case.data.n_train, "n_test": case.data.n_test,
            "run_wall_seconds": meta.get("wall_seconds"), "peak_rss_mib": meta.get("peak_rss_mib"),
-           "rows": rows}
+           "rows": rows, **({"notes": args.note} if args.note else {})}
     write_json(ROOT / "benchmarks" / "results" / "mmgp.json", out)
     print(json.dumps({k: out[k] for k in ("n_train", "n_test", "run_wall_seconds", "peak_rss_mib")}))
     return 0

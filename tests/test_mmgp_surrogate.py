@@ -89,6 +89,61 @@ def test_interpolation_is_exact_for_linear_fields_and_clamps_outside(specimen):
     assert np.allclose(Q.sum(1), 1) and (Q.data >= 0).all()
 
 
+def test_point_locator_answers_any_points_and_treats_holes_as_outside():
+    from surrogate.mmgp.morphing import PointLocator
+
+    nodes, tris = square_with_hole()
+    locator = PointLocator(nodes, tris)
+    f = 2 * nodes[:, 0] - 3 * nodes[:, 1] + 1
+    centroids = nodes[tris].mean(1)
+    for points in (centroids, centroids[::-3]):  # the same search structures answer every set of points
+        assert np.allclose(locator.matrix(points) @ f, 2 * points[:, 0] - 3 * points[:, 1] + 1)
+    P = locator.matrix(np.array([[0.5, 0.5], [0.45, 0.52]]))  # in the hole: clamped onto its boundary
+    assert np.allclose(P.sum(1), 1) and P.nnz <= 4 and (P.data >= 0).all()
+    assert np.allclose(P.toarray(), interpolation_matrix(nodes, tris, np.array([[0.5, 0.5], [0.45, 0.52]])).toarray())
+
+
+@pytest.mark.parametrize("transform", ["sqrt", "log"])
+def test_transformed_fields_decode_to_the_moments_of_the_transformed_gaussian(transform):
+    import scipy.sparse as sp
+
+    from surrogate.mmgp.numpy_mmgp import decode_field, transform_field
+
+    rng = np.random.default_rng(5)
+    values, offset = rng.uniform(0.5, 2.0, 30), 0.1
+    modes = 0.3 * rng.normal(size=(2, 30))
+    coef, var = np.array([0.3, -0.2]), np.array([0.25, 0.09])
+    mean = transform_field(values, transform, offset) - coef @ modes  # the regressed field's mean is exact
+    Q = sp.identity(30, format="csr")
+    m, _, v = decode_field(Q, mean, modes, coef, var, transform=transform, offset=offset)
+    draws = mean + (coef + rng.normal(size=(200_000, 2)) * np.sqrt(var)) @ modes
+    back = draws**2 if transform == "sqrt" else np.exp(draws) - offset
+    assert np.allclose(m, back.mean(0), rtol=2e-3) and np.allclose(v, back.var(0), rtol=3e-2)
+    m0, jacobian, v0 = decode_field(Q, mean, modes, coef, 0 * var, transform=transform, offset=offset)
+    assert np.allclose(m0, values) and np.allclose(v0, 0)  # no uncertainty: the output itself
+    m1, _, _ = decode_field(Q, mean, modes, coef + [1e-6, 0], 0 * var, transform=transform, offset=offset)
+    assert np.allclose((m1 - m0) / 1e-6, jacobian[:, 0], rtol=1e-4)
+
+
+def test_batched_posterior_matches_a_direct_solve_per_group():
+    from surrogate.mmgp.gp import GPPredictor
+    from surrogate.mmgp.numpy_mmgp import matern52
+
+    rng = np.random.default_rng(4)
+    x, xt, Y = rng.normal(size=(40, 3)), rng.normal(size=(5, 3)), rng.normal(size=(40, 6))
+    groups = [np.array([0]), np.array([1, 2, 3]), np.array([4, 5])]
+    hyper = {"lengthscale": torch.tensor(rng.uniform(0.5, 2, (3, 1, 3))),
+             "outputscale": torch.tensor(rng.uniform(0.5, 2, 3)), "noise": torch.tensor([1e-3, 1e-2, 1e-4])}
+    mean, var = GPPredictor(x, Y, groups, hyper).predict(xt)
+    for g, cols in enumerate(groups):
+        ls, scale, noise = hyper["lengthscale"][g, 0].numpy(), float(hyper["outputscale"][g]), float(hyper["noise"][g])
+        K = matern52(x, x, ls, scale) + (noise + 1e-10) * np.eye(len(x))
+        Ks = matern52(xt, x, ls, scale)
+        assert np.allclose(mean[:, cols], Ks @ np.linalg.solve(K, Y[:, cols]))
+        latent = scale - np.einsum("ij,ji->i", Ks, np.linalg.solve(K, Ks.T))
+        assert np.allclose(var[:, cols], (latent + noise)[:, None])
+
+
 def test_bad_meshes_get_clear_errors(specimen):
     nodes, tris = specimen
     with pytest.raises(MeshError, match="hole"):

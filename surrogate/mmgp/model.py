@@ -16,14 +16,16 @@ from surrogate.core.store import load_weights, read_json, save_weights, write_js
 from surrogate.mmgp.data import FIELDS, SCALAR_INPUTS, Sample
 from surrogate.mmgp.fem import SCALAR_OUTPUTS
 from surrogate.mmgp.gp import GPPredictor, fit_gps
-from surrogate.mmgp.morphing import check_mesh, floater_disk, interpolation_matrix, signed_areas
+from surrogate.mmgp.morphing import PointLocator, check_mesh, floater_disk, interpolation_matrix, signed_areas
 from surrogate.mmgp.numpy_mmgp import (
     FIELD_PERCENTILES,
     NumpyMMGP,
+    decode_field,
     element_percentile,
     gp_inputs,
     morphing_anchored,
     morphing_weights,
+    transform_field,
     unit,
 )
 from surrogate.mmgp.pod import POD, mass_matrix
@@ -63,9 +65,9 @@ def _unit_mean_square_spread(squared_errors: np.ndarray, variances: np.ndarray, 
 class MMGP:
     """Call `fit(samples)` (or load a trained one); then `predict(mesh, scalars)`.
 
-    Settings (see MMGPSpec): morphing, shape_modes, field_modes, energy, center, kernel, own_kernel_modes,
-    tail_group, log_scalars, percentile_from_field, restarts, max_iter, noise_floor, truncation_variance,
-    loo_calibration, uncertainty.
+    Settings (see MMGPSpec): morphing, shape_modes, field_modes, energy, center, scaling, von_mises_transform,
+    log_offset, kernel, own_kernel_modes, tail_group, log_scalars, percentile_from_field, restarts, max_iter,
+    noise_floor, truncation_variance, loo_calibration, uncertainty.
     """
 
     def __init__(self, **settings: Any):
@@ -96,8 +98,12 @@ class MMGP:
             xy = P @ smp.nodes
             coords.append(np.concatenate([xy[:, 0], xy[:, 1]]))
             for f in FIELDS:
-                unit = self._unit(f, smp.inputs)
-                fields[f].append(P @ smp.fields[f] / unit)
+                fields[f].append(P @ smp.fields[f] / self._unit(f, smp.inputs))
+        self.field_transforms_ = {f: ("none", 0.0) for f in FIELDS}
+        if s.get("von_mises_transform", "none") != "none":
+            offset = s.get("log_offset", 0.01) * float(np.mean(fields["von_mises"]))
+            self.field_transforms_["von_mises"] = (s["von_mises_transform"], offset)
+        fields = {f: transform_field(np.array(v), *self.field_transforms_[f]) for f, v in fields.items()}
         self.shape_pod_ = POD(s["shape_modes"], s["energy"], s["center"], components=2).fit(np.array(coords), mass)
         self.field_pods_ = {f: POD(s["field_modes"], s["energy"], s["center"]).fit(np.array(v), mass)
                             for f, v in fields.items()}
@@ -137,18 +143,21 @@ class MMGP:
         mean, var = mean * self.y_scaler_.std + self.y_scaler_.mean, var * self.y_scaler_.std**2
         starts = np.cumsum([0] + [self.field_pods_[f].n_modes_ for f in FIELDS])
         columns = {f: slice(a, b) for f, a, b in zip(FIELDS, starts[:-1], starts[1:])}
+        common = PointLocator(self.common_disk_, self.common_triangles_)
         result = {}
         for name, (f, q) in FIELD_PERCENTILES.items():
             pod, cols = self.field_pods_[f], columns[f]
             levels, first_order, truth = [], [], []
+            residual = pod.residual_variance_ if self.settings["truncation_variance"] else None
             for i, (smp, disk) in enumerate(zip(samples, disks)):
-                Q = interpolation_matrix(self.common_disk_, self.common_triangles_, disk)
+                Q = common.matrix(disk)
                 u = self._unit(f, smp.inputs)
-                field = Q @ (pod.mean_ + mean[i, cols] @ pod.modes_) * u
+                field, jacobian, _ = decode_field(Q, pod.mean_, pod.modes_, mean[i, cols], var[i, cols], residual,
+                                                  *self.field_transforms_[f])
                 areas = np.abs(signed_areas(smp.nodes, smp.triangles))
-                level, weights = element_percentile(field, smp.triangles, areas, q)
+                level, weights = element_percentile(u * field, smp.triangles, areas, q)
                 levels.append(level)
-                first_order.append(float(((weights @ (Q @ pod.modes_.T) * u) ** 2) @ var[i, cols]))
+                first_order.append(float(((weights @ jacobian * u) ** 2) @ var[i, cols]))
                 truth.append(smp.outputs[list(SCALAR_OUTPUTS).index(name)])
             levels, first_order, truth = map(np.array, (levels, first_order, truth))
             bias = float(np.mean(np.log(truth / levels)))
@@ -227,6 +236,8 @@ class MMGP:
             arrays[f"{name}.log_bias"], arrays[f"{name}.log_spread"] = np.array(bias), np.array(spread)
         for f, field_pod in self.field_pods_.items():
             arrays[f"{f}.modes"], arrays[f"{f}.mean"] = field_pod.modes_, field_pod.mean_
+            transform, offset = self.field_transforms_[f]
+            arrays[f"{f}.transform"], arrays[f"{f}.offset"] = np.array(transform), np.array(offset)
             arrays[f"{f}.residual_variance"] = field_pod.residual_variance_
         return arrays
 
@@ -289,6 +300,7 @@ class MMGP:
             "kind": "mmgp", "settings": self.settings, "groups": [g.tolist() for g in self.groups_],
             "shape_distance_limit": self.shape_distance_limit_,
             "percentile_calibration": self.percentile_calibration_,
+            "field_transforms": self.field_transforms_,
             "modes": {"shape": self.shape_pod_.n_modes_, **{f: p.n_modes_ for f, p in self.field_pods_.items()}},
             "inputs": {k: {"units": u, "long_name": ln} for k, (u, ln) in SCALAR_INPUTS.items()},
             "fields": {k: {"units": u, "long_name": ln} for k, (u, ln) in FIELDS.items()},
@@ -308,6 +320,7 @@ class MMGP:
         m.groups_ = [np.array(g) for g in meta["groups"]]
         m.shape_distance_limit_ = meta["shape_distance_limit"]
         m.percentile_calibration_ = meta.get("percentile_calibration", {})
+        m.field_transforms_ = {f: tuple(meta.get("field_transforms", {}).get(f, ("none", 0.0))) for f in FIELDS}
         m.hyper_ = {k.removeprefix("hyper."): v for k, v in state.items() if k.startswith("hyper.")}
         pods = {}
         for label in ["shape", *FIELDS]:

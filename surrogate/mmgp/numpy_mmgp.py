@@ -25,6 +25,9 @@ except ImportError:  # the exported copy: morphing.py sits beside this file
 # displacement depends on the tractions only through t/E, and stresses and the compliance are E times
 # a function of (shape, t/E). The "hyperelastic" scaling feeds the GPs these exact invariants.
 SCALES_WITH_YOUNG = {"von_mises", "von_mises_p995", "compliance"}
+# "hyperelastic_traction" divides these by the traction magnitude |t| instead: sigma/E is nearly linear in t/E,
+# so sigma/|t| varies far less over the data than sigma/E, and what is left for the GPs is mostly the shape
+STRESSES = {"von_mises", "von_mises_p995"}
 SQRT5 = np.sqrt(5.0)
 # scalar outputs that are area-weighted percentiles of a field's element values (fem.py computes them so);
 # with `percentile_from_field` they are read off the predicted field instead of a GP of their own
@@ -36,7 +39,7 @@ Posterior = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 def gp_inputs(inputs: np.ndarray, scaling: str) -> np.ndarray:
     inputs = np.atleast_2d(inputs)
-    if scaling == "hyperelastic":
+    if scaling in ("hyperelastic", "hyperelastic_traction"):
         return inputs[:, :2] / inputs[:, 2:3]  # load / E, shear / E
     return inputs
 
@@ -51,8 +54,43 @@ def morphing_weights(name: str) -> str:
 
 
 def unit(output: str, inputs: np.ndarray, scaling: str) -> float:
-    """What an output is divided by before regression (1, or E for stress-like outputs)."""
-    return float(inputs[2]) if scaling == "hyperelastic" and output in SCALES_WITH_YOUNG else 1.0
+    """What an output is divided by before regression: 1, E for stress-like outputs, or |t| for stresses."""
+    if scaling == "hyperelastic_traction" and output in STRESSES:
+        return float(np.hypot(inputs[0], inputs[1]))
+    if scaling in ("hyperelastic", "hyperelastic_traction") and output in SCALES_WITH_YOUNG:
+        return float(inputs[2])
+    return 1.0
+
+
+def decode_field(Q, mean: np.ndarray, modes: np.ndarray, coefficients: np.ndarray, variances: np.ndarray,
+                 residual_variance: np.ndarray | None = None, transform: str = "none", offset: float = 0.0):
+    """A field on a sample's nodes from its POD coefficients (their means and variances): the mean (N,), the
+    Jacobian (N, k) of the field with respect to the coefficients, and the variance (N,).
+
+    `residual_variance` (on the common mesh) adds what the POD truncation loses. With a `transform` the
+    regressed field g is a function of the output and the output gets the mean and variance of the inverse
+    image of that Gaussian: sqrt (output g^2: g^2 + v, 4 g^2 v + 2 v^2) or log (output e^g - offset:
+    e^(g + v/2) - offset, (e^v - 1) e^(2g + v))."""
+    regressed = Q @ (mean + coefficients @ modes)
+    jacobian = Q @ modes.T
+    var = jacobian**2 @ variances
+    if residual_variance is not None:
+        var = var + Q @ residual_variance
+    if transform == "sqrt":
+        return regressed**2 + var, 2 * regressed[:, None] * jacobian, 4 * regressed**2 * var + 2 * var**2
+    if transform == "log":
+        scale = np.exp(regressed)
+        return scale * np.exp(0.5 * var) - offset, scale[:, None] * jacobian, np.expm1(var) * scale**2 * np.exp(var)
+    return regressed, jacobian, var
+
+
+def transform_field(values: np.ndarray, transform: str, offset: float) -> np.ndarray:
+    """What the GPs regress for a non-negative field (see `decode_field` for the way back)."""
+    if transform == "sqrt":
+        return np.sqrt(np.clip(values, 0.0, None))
+    if transform == "log":
+        return np.log(np.clip(values, 0.0, None) + offset)
+    return values
 
 
 def element_percentile(nodal: np.ndarray, triangles: np.ndarray, areas: np.ndarray,
@@ -93,6 +131,13 @@ class NumpyMMGP:
         self.scalars = [str(s) for s in arrays["scalars"]]
         self.scaling = str(arrays["scaling"])
         self.posterior = posterior or self.numpy_posterior
+        self._common: morphing.PointLocator | None = None
+
+    def transform(self, field: str) -> tuple[str, float]:
+        """How a field is regressed (see `decode_field`): the transform and its offset."""
+        if f"{field}.transform" not in self.a:
+            return "none", 0.0
+        return str(self.a[f"{field}.transform"]), float(self.a[f"{field}.offset"])
 
     @classmethod
     def load(cls, path: str | Path) -> "NumpyMMGP":
@@ -125,7 +170,7 @@ class NumpyMMGP:
         scalars = (gp_inputs(inputs, self.scaling) - a["input_mean"]) / a["input_std"]
         return (np.column_stack([shape_coefficients, scalars]) - a["x_mean"]) / a["x_std"], shape_coefficients.shape[1]
 
-    def _field_percentile(self, name: str, q: float, field: np.ndarray, Q_modes: np.ndarray, var: np.ndarray,
+    def _field_percentile(self, name: str, q: float, field: np.ndarray, jacobian: np.ndarray, var: np.ndarray,
                           triangles: np.ndarray, nodes: np.ndarray) -> tuple[float, float]:
         """A percentile output read off the predicted field, corrected by the mean log ratio to the solver's
         value over the training shapes (leave-one-out predictions); its variance is the GP's carried to first
@@ -135,7 +180,7 @@ class NumpyMMGP:
         level, weights = element_percentile(field, triangles, areas, q)
         bias, spread = float(self.a[f"{name}.log_bias"]), float(self.a[f"{name}.log_spread"])
         value = level * np.exp(bias)
-        gradient = weights @ Q_modes
+        gradient = weights @ jacobian
         return float(value), float(np.sqrt(gradient**2 @ var + (value * spread) ** 2))
 
     def predict(self, nodes: np.ndarray, triangles: np.ndarray, inputs: np.ndarray,
@@ -148,31 +193,33 @@ class NumpyMMGP:
         if inputs.shape != (3,) or not np.isfinite(inputs).all():
             raise ValueError(f"expected 3 finite scalars (load, shear, young), got {inputs}")
         weights = str(a["morphing_weights"]) if "morphing_weights" in a else "uniform"
-        disk = morphing.floater_disk(nodes, triangles, anchored=bool(a["anchored"]), weights=weights)
-        P = morphing.interpolation_matrix(disk, triangles, a["common_disk"])
+        loops = morphing.boundary_loops(triangles)
+        disk = morphing.floater_disk(nodes, triangles, anchored=bool(a["anchored"]), weights=weights, loops=loops)
+        P = morphing.PointLocator(disk, triangles, loops).matrix(a["common_disk"])
         x, n_shape = self._standardised_inputs(P, nodes, inputs, shape_coefficients)
         distance = float(np.linalg.norm(a["x_train"][:, :n_shape] - x[:, :n_shape], axis=1).min())
         mean_z, var_z = self.posterior(x)
         mean = mean_z[0] * a["y_std"] + a["y_mean"]
         var = var_z[0] * a["y_std"] ** 2
-        Q = morphing.interpolation_matrix(a["common_disk"], a["common_triangles"], disk)
+        if self._common is None:  # the common mesh is the same for every shape: search structures built once
+            self._common = morphing.PointLocator(a["common_disk"], a["common_triangles"])
+        Q = self._common.matrix(disk)
         limit = float(a["shape_distance_limit"])
         out: dict[str, Any] = {"fields": {}, "scalars": {}, "shape_distance": distance, "shape_distance_limit": limit}
         start, decoded = 0, {}
+        published = str(a["uncertainty"]) == "monte_carlo_as_published"
         for f in self.fields:
             modes = a[f"{f}.modes"]
             k = len(modes)
-            field_mean = Q @ (a[f"{f}.mean"] + mean[start: start + k] @ modes)
-            Q_modes = Q @ modes.T
-            if str(a["uncertainty"]) == "monte_carlo_as_published":
-                field_var = np.zeros(len(nodes))  # the released code decodes one draw for every sample
-            else:
-                field_var = Q_modes**2 @ var[start: start + k]
-                if bool(a["truncation_variance"]):
-                    field_var = field_var + Q @ a[f"{f}.residual_variance"]
+            coef_var = var[start: start + k]
+            residual = a[f"{f}.residual_variance"] if bool(a["truncation_variance"]) and not published else None
+            # the released code decodes one draw for every sample: no field variance
+            field_mean, jacobian, field_var = decode_field(Q, a[f"{f}.mean"], modes, mean[start: start + k],
+                                                           0 * coef_var if published else coef_var, residual,
+                                                           *self.transform(f))
             u = unit(f, inputs, self.scaling)
             out["fields"][f] = (u * field_mean, u * np.sqrt(field_var))
-            decoded[f] = (u * field_mean, u * Q_modes, var[start: start + k])
+            decoded[f] = (u * field_mean, u * jacobian, coef_var)
             start += k
         log_scalars = bool(a["log_scalars"]) if "log_scalars" in a else False
         for j, name in enumerate(self.scalars):

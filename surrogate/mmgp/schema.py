@@ -72,9 +72,15 @@ class MMGPSpec(MethodSpec):
     energy: float | None = Field(None, gt=0, lt=1, description="if set, keep the fewest modes (at most the "
                                  "counts above) whose POD energy reaches this fraction")
     center: bool = Field(False, description="subtract the training mean before POD")
-    scaling: Literal["none", "hyperelastic"] = Field(
+    scaling: Literal["none", "hyperelastic", "hyperelastic_traction"] = Field(
         "none", description="hyperelastic: GP inputs load/E and shear/E, stress-like outputs divided by E "
-        "(exact invariants of a strain energy proportional to E)")
+        "(exact invariants of a strain energy proportional to E); hyperelastic_traction: the same, but stresses "
+        "divided by the traction magnitude |t|, which removes their leading linear dependence on the load")
+    von_mises_transform: Literal["none", "sqrt", "log"] = Field(
+        "none", description="how the non-negative von Mises field is regressed: as it is, through its square root, "
+        "or through log(vm + c), c = log_offset times its training mean (POD and GPs on the transformed field, "
+        "decoded with the mean and variance of the transformed Gaussian)")
+    log_offset: float = Field(0.01, gt=0, le=10, description="c of the log transform, relative to the field's mean")
     kernel: Literal["shared_per_field", "per_output", "per_leading_mode"] = Field(
         "shared_per_field", description="shared_per_field: a field's modes share one kernel and noise (authors); "
         "per_output: every mode and scalar its own; per_leading_mode: the first `own_kernel_modes` modes of a "
