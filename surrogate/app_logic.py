@@ -548,14 +548,18 @@ def check_in_range(value: float, low: float, high: float, name: str) -> str:
     return ""
 
 
-def lorenz96_truth(run_path: str | Path, source: str, seed: int = 0, index: int = 0,
-                   mtu: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(time, X) of the truth from the chosen initial state, sampled at the coarse step.
+def lorenz96_truth(run_path: str | Path, source: str, seed: int = 0, index: int = 0, mtu: float = 1.0,
+                   with_history: bool = False):
+    """(time, X) of the truth from the chosen initial state, sampled at the coarse step; with
+    `with_history`, also the slow states observed just before it (history, oldest first; None
+    where the run's data do not have them), which a closure with memory starts from.
 
     source "held-out": trajectory `index` of data/test.nc (already solved by the run, so free);
     source "random": a random state spun up on the attractor and integrated now by the two-scale
     solver with the run's settings.
     """
+    from surrogate.lorenz96.data import HISTORY
+
     s = lorenz96_settings(run_path)
     n = max(1, int(round(mtu / s["coarse_dt"])))
     if source == "held-out":
@@ -565,7 +569,14 @@ def lorenz96_truth(run_path: str | Path, source: str, seed: int = 0, index: int 
         if not 0 <= index < len(X):
             raise ValueError(f"held-out state must be between 0 and {len(X) - 1}, got {index}")
         traj = X[index, : n + 1]
-        return np.arange(len(traj)) * s["coarse_dt"], traj
+        history = None
+        if with_history:
+            from surrogate.core.store import read_data
+
+            test = read_data(Path(run_path) / "data" / "test.nc")
+            history = np.asarray(test["X_history"].values[index]) if "X_history" in test else None
+        time_ = np.arange(len(traj)) * s["coarse_dt"]
+        return (time_, traj, history) if with_history else (time_, traj)
     from surrogate.lorenz96.physics import TwoScaleLorenz96, random_initial_state
 
     sv = s["solver"]
@@ -574,16 +585,23 @@ def lorenz96_truth(run_path: str | Path, source: str, seed: int = 0, index: int 
     X0, Y0 = random_initial_state(model.K, model.J, 1, np.random.default_rng([s["seed"], 1000, seed]))
     spin = int(round(min(s["spinup_mtu"], 1.0) / s["dt"]))  # a short spin-up is enough to reach the attractor
     X0, Y0 = model.spin_up(X0, Y0, s["dt"], spin)
-    xs, _, _ = model.run(X0, Y0, s["dt"], n + 1, s["sample_every"])
-    return np.arange(n + 1) * s["coarse_dt"], xs[0]
+    xs, _, _ = model.run(X0, Y0, s["dt"], HISTORY + n + 1, s["sample_every"])  # the history, then the shown part
+    time_ = np.arange(n + 1) * s["coarse_dt"]
+    return (time_, xs[0, HISTORY:], xs[0, :HISTORY]) if with_history else (time_, xs[0, HISTORY:])
 
 
-def lorenz96_rollouts(models: dict[str, Any], X0: np.ndarray, n_steps: int) -> dict[str, np.ndarray]:
-    """Each model's free run (n_steps + 1, K) from X0 (K,); a run that blows up is kept (NaN shows it)."""
+def lorenz96_rollouts(models: dict[str, Any], X0: np.ndarray, n_steps: int,
+                      history: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each model's free run (n_steps + 1, K) from X0 (K,); a run that blows up is kept (NaN shows it).
+    A closure with memory starts from `history` (the states before X0) and is left out without it."""
     out = {}
     with np.errstate(all="ignore"):
         for name, m in models.items():
-            out[name] = m.rollout(np.asarray(X0)[None, :], n_steps)[0]
+            if getattr(m, "memory", 0):
+                if history is not None:
+                    out[name] = m.rollout(np.asarray(X0)[None, :], n_steps, history=np.asarray(history)[None])[0]
+            else:
+                out[name] = m.rollout(np.asarray(X0)[None, :], n_steps)[0]
     return out
 
 

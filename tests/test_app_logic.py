@@ -324,3 +324,23 @@ def test_app_command_refuses_a_busy_port(capsys):
         port = s.getsockname()[1]
         assert main(["app", "--port", str(port)]) == 2
     assert f"port {port} is in use" in capsys.readouterr().err
+
+
+def test_a_closure_with_memory_rolls_out_from_the_states_before_the_initial_one(tmp_path):
+    import surrogate
+
+    paper = Path(__file__).resolve().parents[1] / "cases" / "lorenz96_mno_paper.yaml"
+    run = surrogate.run(paper, "smoke", ["train.rollout_epochs=0", "evaluate.cost=[]", "evaluate.baselines="
+                                         "[{kind: mno_memory, memory: 4, modes: 4, width: 8, layers: 2}]"],
+                        results=tmp_path, quiet=True)
+    models = {m: surrogate.load(run, method=m) for m in ("mno", "mno_memory")}
+    for source in ("held-out", "random"):
+        t, truth, history = logic.lorenz96_truth(run, source, mtu=0.2, with_history=True)
+        assert history.shape == (16, truth.shape[1])
+        preds = logic.lorenz96_rollouts(models, truth[0], len(truth) - 1, history)
+        assert set(preds) == {"mno", "mno_memory"} and np.array_equal(preds["mno_memory"][0], truth[0])
+        assert np.isfinite(preds["mno_memory"]).all()
+    # the random truth continues its own history by one coarse step
+    _, truth, history = logic.lorenz96_truth(run, "random", mtu=0.2, with_history=True)
+    assert np.abs(truth[0] - history[-1]).max() <= 2 * np.abs(np.diff(truth, axis=0)).max()
+    assert set(logic.lorenz96_rollouts(models, truth[0], 3)) == {"mno"}  # no history: left out, not an error

@@ -12,6 +12,7 @@ from surrogate.lorenz96.schema import SHORTHANDS, TrainSpec
 from surrogate.lorenz96.training import train_offline, train_rollout
 
 SMALL = {"mno": {"modes": 8, "width": 8, "layers": 2}, "pure_fno": {"modes": 8, "width": 8, "layers": 2},
+         "mno_memory": {"modes": 8, "width": 8, "layers": 2, "memory": 3},
          "local_mlp": {"hidden": [8]}, "polynomial": {"degree": 4, "ar1": True}}
 
 
@@ -27,24 +28,26 @@ def tiny_data():
 def test_method_fits_predicts_and_round_trips(kind, tiny_data, tmp_path):
     X, U = tiny_data
     torch.manual_seed(0)
-    model = HybridModel(build(kind, SMALL.get(kind, {})), F=20.0, dt=0.005, scheme="rk4")
+    memory = SMALL.get(kind, {}).get("memory", 0)  # a closure with memory runs in the Euler model
+    model = HybridModel(build(kind, SMALL.get(kind, {})), F=20.0, dt=0.005, scheme="euler" if memory else "rk4")
     cfg = TrainSpec(epochs=2, batch_size=32, rollout_steps=3, rollout_epochs=1, rollout_windows=16)
     train_offline(model, X, U, cfg, tmp_path / "off.pt", 0, torch.device("cpu"), kind)
     train_rollout(model, X, cfg, tmp_path / "roll.pt", 0, torch.device("cpu"), kind)
-    x = X[0, :5]
+    x = X[0, 5:10]
+    hist = np.stack([X[0, t - memory : t] for t in range(5, 10)]) if memory else None  # (5, memory, 8)
     if model.role == "closure":
-        out = model.closure(x)
+        out = model.closure(x, hist)
         assert isinstance(out, np.ndarray) and out.shape == x.shape and np.isfinite(out).all()
         t = torch.as_tensor(x)
-        assert isinstance(model.closure(t), torch.Tensor)
+        assert isinstance(model.closure(t, None if hist is None else torch.as_tensor(hist)), torch.Tensor)
     else:
         with pytest.raises(TypeError, match="emulator"):
             model.closure(x)
-    traj = model.rollout(x, 4, seed=3)
+    traj = model.rollout(x, 4, seed=3, history=hist)
     assert traj.shape == (5, 5, 8)
     model.save(tmp_path, "m")
     again = HybridModel.load(tmp_path, "m")
-    np.testing.assert_array_equal(again.rollout(x, 4, seed=3), traj)
+    np.testing.assert_array_equal(again.rollout(x, 4, seed=3, history=hist), traj)
 
 
 def test_polynomial_recovers_known_coefficients():

@@ -11,9 +11,9 @@ runs = _ui.family_runs_or_stop("lorenz96", keep=lambda i: bool(logic.saved_metho
 @st.cache_data(show_spinner="Rolling out...", max_entries=64)
 def rollout(path: str, stamp: float, source: str, seed: int, index: int, mtu: float, methods: tuple[str, ...]):
     """Truth and each closure's free run from the same state (a few MTU, so it stays interactive)."""
-    time_, truth = logic.lorenz96_truth(path, source, seed=seed, index=index, mtu=mtu)
+    time_, truth, history = logic.lorenz96_truth(path, source, seed=seed, index=index, mtu=mtu, with_history=True)
     models = {m: _ui.loaded_model(path, stamp, m) for m in methods}
-    return time_, truth, logic.lorenz96_rollouts(models, truth[0], len(truth) - 1)
+    return time_, truth, logic.lorenz96_rollouts(models, truth[0], len(truth) - 1, history)
 
 
 info = _ui.pick_run(runs, key="l96_run")
@@ -66,6 +66,10 @@ with left:
 with right:
     st.markdown("**Error vs time** (RMSE over the ring)")
     st.line_chart(err_frame, x_label="time (MTU)", y_label="RMSE of X")
+missing = [m for m in chosen if m not in preds]
+if missing:
+    st.info("Not shown (a closure with memory needs the states before the initial one, which this run's "
+            "held-out data do not store): " + ", ".join(missing))
 blown = [m for m, p in preds.items() if not np.isfinite(p).all()]
 if blown:
     st.warning("Blew up (non-finite values) during the rollout: " + ", ".join(blown))

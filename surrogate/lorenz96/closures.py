@@ -187,8 +187,9 @@ class RingFNO(NormalisedNet):
     """
 
     def __init__(self, modes: int = 8, width: int = 64, layers: int = 4, normalise: bool = True,
-                 ring_size: int | None = None):
-        super().__init__(normalise=normalise, modes=modes, width=width, layers=layers, ring_size=ring_size)
+                 ring_size: int | None = None, **extra: Any):
+        super().__init__(normalise=normalise, modes=modes, width=width, layers=layers, ring_size=ring_size,
+                         **extra)
         self.ring_size = ring_size
         self.fno = _fno(modes, width, layers)
         self._resized: dict[tuple, nn.Module] = {}  # (K, weight version, device) -> remapped FNO
@@ -229,6 +230,61 @@ def _remap_modes(weight: torch.Tensor, n_out: int, scale: float) -> torch.Tensor
 @_register("mno")
 class MNOClosure(RingFNO):
     """Multiscale Neural Operator: a 1D Fourier neural operator over the whole ring, X -> U."""
+
+
+@_register("mno_memory")
+class MemoryMNO(RingFNO):
+    """The MNO with memory: a non-Markovian closure f_t = M(X_t) + sum_i a_i r_{t-i}.
+
+    M is the Markovian MNO (this module's FNO). r_{t-i} = f_{t-i} - M(X_{t-i}) is how far the closure
+    departed from M i steps back; with the forward-Euler residual target it follows from past slow
+    states alone, f_{t-1} = (X_t - X_{t-1})/dt - N(X_{t-1}). The fast variables, which X_t does not
+    determine, leave a departure that stays correlated for some 10-20 coarse steps; the linear
+    autoregression a (one coefficient per lag, the same at every site: the AR term of Wilks 2005,
+    deterministic and of higher order) carries it forward. In a free run the departures are the
+    model's own memory terms. ``memory`` is the number of lags.
+
+    ``forward(X, past)`` takes the departures newest first, shape (..., memory, K); without ``past``
+    it returns M(X), which is what offline training fits before ``fit_memory``.
+    """
+
+    def __init__(self, modes: int = 8, width: int = 64, layers: int = 4, normalise: bool = True,
+                 ring_size: int | None = None, memory: int = 8):
+        super().__init__(modes, width, layers, normalise, ring_size, memory=memory)
+        if memory < 1:
+            raise ValueError(f"memory must be at least 1 lag, got {memory}")
+        self.memory = memory
+        self.register_buffer("ar", torch.zeros(memory, dtype=torch.float64))
+
+    def memory_term(self, past: torch.Tensor) -> torch.Tensor:
+        """sum_i a_i r_{t-i} from past departures (..., memory, K), newest first."""
+        return torch.einsum("...hk,h->...k", past, self.ar.to(past.dtype))
+
+    def forward(self, X, past=None):
+        markov = super().forward(X)
+        return markov if past is None else markov + self.memory_term(past)
+
+    def fit_memory(self, X: np.ndarray, target: np.ndarray, chunk: int = 65536) -> None:
+        """Least-squares lag coefficients on consecutive training samples (trajectory, time, K).
+
+        The departures are those of the true closure from the trained M; every site and time of the
+        training trajectories with `memory` predecessors is one equation.
+        """
+        n_traj, n_time, K = X.shape
+        if n_time <= self.memory:
+            raise ValueError(f"memory={self.memory} needs training trajectories longer than {self.memory} samples")
+        flat = X.reshape(-1, K)
+        markov = np.empty_like(flat)
+        param = next(self.parameters())
+        with torch.inference_mode():
+            for start in range(0, len(flat), chunk):
+                part = torch.as_tensor(flat[start : start + chunk], device=param.device)
+                markov[start : start + chunk] = super().forward(part).cpu().numpy()
+        r = target - markov.reshape(X.shape)
+        H = self.memory
+        lags = np.stack([r[:, H - 1 - i : n_time - 1 - i] for i in range(H)], axis=-1)  # newest first
+        coef, *_ = np.linalg.lstsq(lags.reshape(-1, H), r[:, H:].ravel(), rcond=None)
+        self.ar.copy_(torch.from_numpy(coef))
 
 
 @_register("pure_fno")

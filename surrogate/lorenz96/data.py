@@ -11,6 +11,7 @@ from surrogate.core.store import data_path, write_data
 from surrogate.lorenz96.physics import TwoScaleLorenz96, l96_tendency, random_initial_state
 
 CHUNK = 250  # trajectories integrated together; bounds memory at large K*J
+HISTORY = 16  # coarse steps kept before each trajectory's first sample: what a closure with memory starts from
 
 # independent random streams, so adding a data set never changes another
 STREAMS = {"train": 1, "test": 2, "climate_a": 3, "climate_b": 4, "transfer_train": 5, "transfer_test": 6}
@@ -34,15 +35,22 @@ def _chunk_rng(case, stream: str, index: int, chunk: int) -> np.random.Generator
     return np.random.default_rng([case.seed, STREAMS[stream], index, chunk])
 
 
-def simulate_chunk(task: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One solver task: `m` truth trajectories from their own random stream, X and the coupling U."""
+def simulate_chunk(task: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One solver task: `m` truth trajectories from their own random stream: X, the coupling U and
+    the HISTORY slow states (one coarse step apart) that end the warm-up, just before X's first sample."""
     case = task["case"]
     model = truth_model(case, task["K"])
     rng = _chunk_rng(case, task["stream"], task["index"], task["chunk"])
     X, Y = random_initial_state(model.K, model.J, task["m"], rng)
-    X, Y = model.spin_up(X, Y, case.solver.dt, int(round(case.data.spinup_mtu / case.solver.dt)))
-    x, u, _ = model.run(X, Y, case.solver.dt, task["n_samples"], case.data.sample_every * task["record_every"])
-    return x, u
+    every = case.data.sample_every
+    spin = int(round(case.data.spinup_mtu / case.solver.dt)) - HISTORY * every
+    if spin < 0:
+        raise ValueError(f"data.spinup_mtu={case.data.spinup_mtu} is shorter than the {HISTORY} coarse steps "
+                         "kept before each trajectory")
+    X, Y = model.spin_up(X, Y, case.solver.dt, spin)
+    before, _, (X, Y) = model.run(X, Y, case.solver.dt, HISTORY + 1, every)  # the same steps as the warm-up's end
+    x, u, _ = model.run(X, Y, case.solver.dt, task["n_samples"], every * task["record_every"])
+    return x, u, before[:, :-1]
 
 
 def chunk_tasks(case, n: int, mtu: float, stream: str, K: int | None = None, record_every: int = 1,
@@ -54,7 +62,8 @@ def chunk_tasks(case, n: int, mtu: float, stream: str, K: int | None = None, rec
             for c, start in enumerate(range(0, n, CHUNK))]
 
 
-def to_dataset(case, X: np.ndarray, target: np.ndarray | None, dt_record: float, title: str) -> xr.Dataset:
+def to_dataset(case, X: np.ndarray, target: np.ndarray | None, dt_record: float, title: str,
+               before: np.ndarray | None = None) -> xr.Dataset:
     coords = {
         "trajectory": ("trajectory", np.arange(X.shape[0]), {"long_name": "trajectory index", "units": "1"}),
         "time": ("time", np.arange(X.shape[1]) * dt_record,
@@ -62,6 +71,12 @@ def to_dataset(case, X: np.ndarray, target: np.ndarray | None, dt_record: float,
         "k": ("k", np.arange(X.shape[2]), {"long_name": "site on the slow ring", "units": "1", "axis": "X"}),
     }
     data = {"X": (("trajectory", "time", "k"), X, {"long_name": "slow variable X_k", "units": "1"})}
+    if before is not None:
+        coords["lag"] = ("lag", -np.arange(before.shape[1], 0, -1) * case.coarse_dt,
+                         {"long_name": "time before the first sample in model time units", "units": "1"})
+        data["X_history"] = (("trajectory", "lag", "k"), before,
+                             {"long_name": "slow variable X_k at the coarse steps before the first sample",
+                              "units": "1"})
     if target is not None:
         what = ("coupling -(hc/b) sum_j Y_jk" if case.coarse.target == "coupling"
                 else "forward-Euler residual (X_{t+1}-X_t)/dt - N(X_t)")
@@ -117,11 +132,12 @@ def generate(case, out: Path, log=print) -> None:
             return
         X = np.concatenate([p[0] for p in parts[name]])
         U = np.concatenate([p[1] for p in parts[name]])
+        before = np.concatenate([p[2] for p in parts[name]])
         target = None
         if task["with_target"]:
             X, target = closure_target(case, X, U)
         dt_record = case.coarse_dt * task["record_every"]
-        write_data(to_dataset(case, X, target, dt_record, f"Lorenz96 truth: {name}"), out / f"{name}.nc",
+        write_data(to_dataset(case, X, target, dt_record, f"Lorenz96 truth: {name}", before), out / f"{name}.nc",
                    case.data.format, chunks={"trajectory": CHUNK})
         parts[name] = []
 

@@ -14,25 +14,49 @@ from surrogate.lorenz96.hybrid import HybridModel
 from surrogate.lorenz96.physics import TwoScaleLorenz96
 
 
-def closure_scores(model: HybridModel, X: np.ndarray, target: np.ndarray) -> tuple[float, float]:
-    """RMSE and R^2 of the closure tendency against the target, over all held-out samples."""
-    pred = model.closure(X.reshape(-1, X.shape[-1]))
+def histories(X: np.ndarray, before: np.ndarray, n: int) -> np.ndarray:
+    """The n true states before every sample of trajectories X (traj, time, K), oldest first:
+    (traj, time, n, K). `before` holds the states that precede each trajectory's first sample."""
+    full = np.concatenate([before[:, before.shape[1] - n :], X], axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(full, n, axis=1)  # (traj, time + 1, K, n)
+    return np.swapaxes(windows[:, : X.shape[1]], -1, -2)
+
+
+def closure_scores(model: HybridModel, X: np.ndarray, target: np.ndarray,
+                   before: np.ndarray | None = None) -> tuple[float, float]:
+    """RMSE and R^2 of the closure tendency against the target, over all held-out samples.
+
+    A closure with memory is given the true states before each sample (`before` precedes the first).
+    """
+    flat = X.reshape(-1, X.shape[-1])
+    if model.memory:
+        pred = model.closure(flat, histories(X, before, model.memory).reshape(-1, model.memory, X.shape[-1]))
+    else:
+        pred = model.closure(flat)
     ref = target.reshape(pred.shape)
     return float(M.rmse(pred, ref)), M.r2_score(pred, ref)
 
 
-def forecast_windows(X: np.ndarray, per_forecast: int, per_trajectory: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split held-out trajectories into consecutive forecast windows: X0 (N, K) and truth (N, T+1, K)."""
+def forecast_windows(X: np.ndarray, per_forecast: int, per_trajectory: int,
+                     before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Split held-out trajectories into consecutive forecast windows: X0 (N, K), truth (N, T+1, K)
+    and, given the states `before` each trajectory, the states observed before each X0 (N, n, K)."""
     starts = [j * per_forecast for j in range(per_trajectory)]
     truth = np.concatenate([X[:, s : s + per_forecast + 1] for s in starts])
-    return truth[:, 0], truth
+    past = None
+    if before is not None:
+        n = before.shape[1]
+        full = np.concatenate([before, X], axis=1)
+        past = np.concatenate([full[:, s : s + n] for s in starts])
+    return truth[:, 0], truth, past
 
 
-def forecast_errors(model: HybridModel, X0: np.ndarray, truth: np.ndarray, seed: int, desc: str) -> np.ndarray:
-    """Forecast minus truth, shape (N, T+1, K)."""
+def forecast_errors(model: HybridModel, X0: np.ndarray, truth: np.ndarray, seed: int, desc: str,
+                    history: np.ndarray | None = None) -> np.ndarray:
+    """Forecast minus truth, shape (N, T+1, K); a closure with memory starts from the true history."""
     steps = truth.shape[1] - 1
     with progress(total=steps, desc=desc, unit="step") as bar:
-        pred = model.rollout(X0, steps, seed=seed, bar=bar)
+        pred = model.rollout(X0, steps, seed=seed, bar=bar, history=history if model.memory else None)
     with np.errstate(invalid="ignore", over="ignore"):
         return pred - truth
 
@@ -70,9 +94,10 @@ def paired_lead(ours: str, sq_ours: np.ndarray, others: dict[str, np.ndarray], m
 
 
 def climate_run(model: HybridModel, X0: np.ndarray, steps: int, record_every: int, seed: int,
-                desc: str) -> np.ndarray:
+                desc: str, history: np.ndarray | None = None) -> np.ndarray:
     with progress(total=steps, desc=desc, unit="step") as bar:
-        return model.rollout(X0, steps, record_every=record_every, seed=seed, bar=bar)
+        return model.rollout(X0, steps, record_every=record_every, seed=seed, bar=bar,
+                             history=history if model.memory else None)
 
 
 def climate_scores(name: str, runs: np.ndarray, truth_pdf: np.ndarray, truth_acf: np.ndarray, bins: np.ndarray,
@@ -115,8 +140,10 @@ def cost_comparison(case, model: HybridModel, X_attractor: np.ndarray, K: int, J
         for _ in range(fine_steps):
             X, Y = truth.step(X, Y, s.dt)
 
+    # a closure with memory is timed from a constant history: its cost does not depend on the values
+    past = np.repeat(X0[:, None], model.memory, axis=1) if model.memory else None
     with torch.no_grad():
-        model.rollout(X0[:2], 2)  # warm-up: first calls allocate
+        model.rollout(X0[:2], 2, history=None if past is None else past[:2])  # warm-up: first calls allocate
     t_full = time_call(full)
-    t_hybrid = time_call(lambda: model.rollout(X0, coarse_steps), repeats=3)
+    t_hybrid = time_call(lambda: model.rollout(X0, coarse_steps, history=past), repeats=3)
     return {"full": t_full, "hybrid": t_hybrid}

@@ -22,7 +22,11 @@ from surrogate.lorenz96.hybrid import HybridModel
 
 def _model(run: RunFolder, method: str | None) -> HybridModel:
     model_dir = run.path / "model"
-    return HybridModel.load(model_dir, method_name(model_dir, method))
+    model = HybridModel.load(model_dir, method_name(model_dir, method))
+    if model.memory:  # the exports take X alone; the memory term and its history are not carried yet
+        raise ValueError(f"{model.method.kind} (a closure with memory) cannot be exported yet; "
+                         "export a Markovian closure such as mno")
+    return model
 
 
 def _test_states(K: int, n: int = 64) -> np.ndarray:

@@ -34,7 +34,7 @@ class Lorenz96Pipeline(Pipeline):
 
     @classmethod
     def data_config(cls, case: Lorenz96Case) -> dict[str, Any]:
-        return {"format": 3, "seed": case.seed, "solver": case.solver.model_dump(),
+        return {"format": 4, "seed": case.seed, "solver": case.solver.model_dump(),
                 "data": case.data.model_dump(), "target": case.coarse.target}
 
     @classmethod
@@ -58,7 +58,7 @@ class Lorenz96Pipeline(Pipeline):
                                         "long_name": f"closure tendency ({case.coarse.target})"}},
                 "solver": case.solver.model_dump(), "coarse": case.coarse.model_dump()}
         args = spec.init_args()
-        if spec.kind in ("mno", "pure_fno"):
+        if spec.kind in ("mno", "mno_memory", "pure_fno"):
             args["ring_size"] = K or case.solver.K  # so that the operator runs at other K (see RingFNO)
         return HybridModel(build(spec.kind, args), case.solver.F, case.coarse_dt, case.coarse.scheme, meta)
 
@@ -121,7 +121,7 @@ class Lorenz96Pipeline(Pipeline):
         ours = case.surrogate.label
         models = {m.label: HybridModel.load(model_dir, m.label, self.device) for m in case.methods}
         test = read_data(data / "test.nc")
-        Xt, Tt = test["X"].values, test["target"].values
+        Xt, Tt, Bt = test["X"].values, test["target"].values, test["X_history"].values
         climate_mean = float(read_data(data / "train.nc")["X"].mean())
         rows: list[dict[str, Any]] = []
         seed = case.seed
@@ -129,18 +129,19 @@ class Lorenz96Pipeline(Pipeline):
         # offline closure error
         for name, m in models.items():
             if m.role == "closure":
-                rmse, r2 = E.closure_scores(m, Xt, Tt)
+                rmse, r2 = E.closure_scores(m, Xt, Tt, Bt)
                 rows += [E.row(name, "closure_rmse", rmse), E.row(name, "closure_r2", r2)]
 
         # forecasts from held-out initial states
         per = case.steps(d.forecast_mtu)
-        X0, truth = E.forecast_windows(Xt, per, d.forecasts_per_trajectory)
+        # a closure with memory starts from the true states just before X0, as a forecaster has them
+        X0, truth, past = E.forecast_windows(Xt, per, d.forecasts_per_trajectory, Bt)
         leads = {f"{lead:g}mtu": case.steps(lead) for lead in ev.leads_mtu}
         mean_label = f"{ev.mean_rmse_mtu:g}mtu"
         self.log(f"evaluate: {len(X0)} forecasts of {d.forecast_mtu:g} MTU from held-out trajectories")
         sq, rmse_t, samples = {}, {}, {}
         for name, m in models.items():
-            err = E.forecast_errors(m, X0, truth, seed, f"forecast {name}")
+            err = E.forecast_errors(m, X0, truth, seed, f"forecast {name}", past)
             rows += E.forecast_scores(name, err, truth, climate_mean, leads, case.steps(ev.mean_rmse_mtu),
                                       mean_label, ev.bootstrap, seed)
             sq[name] = np.nan_to_num(np.mean(err**2, axis=-1), nan=1e12, posinf=1e12)
@@ -157,7 +158,8 @@ class Lorenz96Pipeline(Pipeline):
                                           ev.bootstrap, seed))
 
         # climate: free runs against two independent truth ensembles
-        ca, cb = read_data(data / "climate_a.nc")["X"].values, read_data(data / "climate_b.nc")["X"].values
+        climate_a = read_data(data / "climate_a.nc")
+        ca, cb = climate_a["X"].values, read_data(data / "climate_b.nc")["X"].values
         bins = np.linspace(*ev.hist_range, ev.hist_bins + 1)
         record = max(1, case.steps(d.climate_record_mtu))
         max_lag = max(1, int(round(ev.acf_max_lag_mtu / (record * case.coarse_dt))))
@@ -171,7 +173,7 @@ class Lorenz96Pipeline(Pipeline):
         for name, m in models.items():
             if m.method.kind == "climatology" or name in ev.climate_skip:
                 continue  # a constant has no climate to compare
-            runs = E.climate_run(m, ca[:, 0], steps, record, seed, f"climate {name}")
+            runs = E.climate_run(m, ca[:, 0], steps, record, seed, f"climate {name}", climate_a["X_history"].values)
             r, pdfs[name], acfs[name] = E.climate_scores(name, runs, pdf_a, acf_a, bins, max_lag, ev.bound)
             rows += r
 
@@ -185,12 +187,12 @@ class Lorenz96Pipeline(Pipeline):
             variants[f"{ours}_modes_by_index"] = plain
         for K in d.transfer_K:
             t = read_data(data / f"transfer_test_K{K}.nc")
-            Xk, Tk = t["X"].values, t["target"].values
+            Xk, Tk, Bk = t["X"].values, t["target"].values, t["X_history"].values
             retrained = HybridModel.load(model_dir, f"{ours}_retrained_K{K}", self.device)
-            ref, _ = E.closure_scores(retrained, Xk, Tk)
+            ref, _ = E.closure_scores(retrained, Xk, Tk, Bk)
             rows.append(E.row(f"{ours}_retrained", f"closure_rmse_K{K}", ref))
             for vname, vm in variants.items():
-                val, _ = E.closure_scores(vm, Xk, Tk)
+                val, _ = E.closure_scores(vm, Xk, Tk, Bk)
                 rows += [E.row(vname, f"closure_rmse_K{K}", val), E.row(vname, f"transfer_gap_K{K}", val / ref - 1)]
 
         # cost: hybrid against the full solver, same ensemble and simulated time, one process
@@ -204,9 +206,11 @@ class Lorenz96Pipeline(Pipeline):
         head = next((r for r in rows if r["method"] == ours and r["metric"] == ev.headline), None)
         metrics = {"surrogate": ours, "methods": list(models), "table_metrics": TABLE,
                    "headline": {k: head[k] for k in ("method", "metric", "value")} if head else {}, "rows": rows}
-        return metrics, self._predictions(models, rmse_t, samples, truth, pdfs, acfs, bins, max_lag, record, Xt, Tt)
+        return metrics, self._predictions(models, rmse_t, samples, truth, pdfs, acfs, bins, max_lag, record, Xt, Tt,
+                                          Bt)
 
-    def _predictions(self, models, rmse_t, samples, truth, pdfs, acfs, bins, max_lag, record, Xt, Tt) -> xr.Dataset:
+    def _predictions(self, models, rmse_t, samples, truth, pdfs, acfs, bins, max_lag, record, Xt, Tt,
+                     Bt) -> xr.Dataset:
         case, ev = self.case, self.case.evaluate
         names = list(models)
         n_s = min(ev.sample_forecasts, len(truth))
@@ -216,8 +220,12 @@ class Lorenz96Pipeline(Pipeline):
         x_pts = Xt.reshape(-1, Xt.shape[-1])[pick]
         u_pred = np.full((len(names), len(pick), Xt.shape[-1]), np.nan)
         for i, n in enumerate(names):
-            if models[n].role == "closure":
-                u_pred[i] = models[n].closure(x_pts)
+            m = models[n]
+            if m.role == "closure" and m.memory:  # the true states before each point
+                hist = E.histories(Xt, Bt, m.memory).reshape(-1, m.memory, Xt.shape[-1])[pick]
+                u_pred[i] = m.closure(x_pts, hist)
+            elif m.role == "closure":
+                u_pred[i] = m.closure(x_pts)
         sources = list(pdfs)
         one = lambda long_name: {"long_name": long_name, "units": "1"}  # noqa: E731
         coords = {

@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 
 from surrogate.core.case import DataSection, Section
 from surrogate.core.methods import MethodsCase, MethodSpec, baselines_from
+from surrogate.lorenz96.data import HISTORY
 
 
 class SolverSpec(Section):
@@ -120,8 +121,18 @@ class FNOSpec(_MethodBase):
     normalise: bool = True
 
 
+class MemoryMNOSpec(_MethodBase):
+    kind: Literal["mno_memory"]
+    modes: int = Field(8, ge=1, le=4096, description="Fourier modes kept (rfft keeps modes//2 + 1)")
+    width: int = Field(64, ge=1, le=1024)
+    layers: int = Field(4, ge=1, le=16)
+    normalise: bool = True
+    memory: int = Field(8, ge=1, le=HISTORY, description="past closure values (lags) the closure uses")
+
+
 AnyMethod = Annotated[
-    Union[NullSpec, ClimatologySpec, PolynomialSpec, LocalMLPSpec, FNOSpec], Field(discriminator="kind")
+    Union[NullSpec, ClimatologySpec, PolynomialSpec, LocalMLPSpec, FNOSpec, MemoryMNOSpec],
+    Field(discriminator="kind"),
 ]
 
 SHORTHANDS: dict[str, dict[str, Any]] = {
@@ -132,11 +143,12 @@ SHORTHANDS: dict[str, dict[str, Any]] = {
     "quartic_ar1": {"kind": "polynomial", "degree": 4, "ar1": True, "name": "quartic_ar1"},
     "local_mlp": {"kind": "local_mlp"},
     "mno": {"kind": "mno"},
+    "mno_memory": {"kind": "mno_memory"},
     "pure_fno": {"kind": "pure_fno"},
 }
 
 
-KINDS = "null | climatology | polynomial | local_mlp | mno | pure_fno"
+KINDS = "null | climatology | polynomial | local_mlp | mno | mno_memory | pure_fno"
 
 
 class EvaluateSpec(Section):
@@ -177,6 +189,10 @@ class Lorenz96Case(MethodsCase):
         if unknown:
             raise ValueError(f"evaluate.climate_skip names no method: {', '.join(unknown)}; "
                              f"methods: {', '.join(labels)}")
+        memory = [m.label for m in self.methods if m.kind == "mno_memory"]
+        if memory and self.coarse.target != "residual":
+            raise ValueError(f"{', '.join(memory)}: a closure with memory needs coarse: {{scheme: euler, "
+                             "target: residual}, so that past closure values follow from past states")
         if self.evaluate.mean_rmse_mtu > self.data.forecast_mtu + 1e-9:
             raise ValueError("evaluate.mean_rmse_mtu exceeds data.forecast_mtu")
         return self

@@ -29,10 +29,14 @@ def train_offline(model: HybridModel, X: np.ndarray, target: np.ndarray, cfg: An
 
     Closures learn target = the closure tendency; emulators learn X_{t+1} from X_t. The loss is the
     mean squared error in normalised units (for an unnormalised recipe that is physical units).
+    A closure with memory trains its Markovian part so, then fits its lag coefficients on the same
+    consecutive samples.
     """
     method = model.method
     method.fit_closed_form(X, target)
     if not method.trainable or cfg.epochs == 0:
+        if model.memory:
+            method.fit_memory(X, target)
         return []
     if method.role == "emulator":
         inputs, outputs = X[:, :-1], X[:, 1:]
@@ -68,7 +72,10 @@ def train_offline(model: HybridModel, X: np.ndarray, target: np.ndarray, cfg: An
         total, n = distributed.sum_over_ranks(total, n)
         return total / n
 
-    return Trainer(method, opt, sched, checkpoint, cfg.epochs, desc).run(epoch)
+    history = Trainer(method, opt, sched, checkpoint, cfg.epochs, desc).run(epoch)
+    if model.memory:
+        method.fit_memory(X, target)
+    return history
 
 
 def train_rollout(model: HybridModel, X: np.ndarray, cfg: Any, checkpoint: Path, seed: int,
@@ -77,21 +84,25 @@ def train_rollout(model: HybridModel, X: np.ndarray, cfg: Any, checkpoint: Path,
 
     Windows of rollout_steps + 1 consecutive states are drawn from the training trajectories; the loss
     is the mean squared error of X over the window, in units of the climatological std of X.
-    Gradients flow through the integrator (RK4 or Euler) into the closure.
+    Gradients flow through the integrator (RK4 or Euler) into the closure. A closure with memory
+    starts each window from the `memory` true states before it and then feeds its own memory back,
+    as in a forecast; its lag coefficients stay as fitted.
     """
     method = model.method
     steps = cfg.rollout_steps
     if not method.trainable or steps == 0 or cfg.rollout_epochs == 0:
         return []
     n_traj, n_time, K = X.shape
-    if n_time <= steps:
-        raise ValueError(f"train.rollout_steps={steps} needs trajectories longer than {steps} samples; "
+    lead = model.memory  # states before each window that a closure with memory starts from
+    if n_time <= steps + lead:
+        raise ValueError(f"train.rollout_steps={steps} needs trajectories longer than {steps + lead} samples; "
                          f"they have {n_time}")
     rng = np.random.default_rng(seed + 7)
     n_windows = cfg.rollout_windows
-    starts = np.stack([rng.integers(0, n_traj, n_windows), rng.integers(0, n_time - steps, n_windows)], 1)
-    windows = np.stack([X[i, t : t + steps + 1] for i, t in starts])  # (W, steps+1, K)
-    w = torch.as_tensor(windows, dtype=torch.float32, device=device)
+    starts = np.stack([rng.integers(0, n_traj, n_windows), rng.integers(0, n_time - steps - lead, n_windows)], 1)
+    windows = np.stack([X[i, t : t + lead + steps + 1] for i, t in starts])  # (W, lead+steps+1, K)
+    # a closure with memory recovers its past from differences of states over dt: float64 keeps them exact
+    w = torch.as_tensor(windows, dtype=torch.float64 if lead else torch.float32, device=device)
     x_scale = float(X.std())
     method.to(device)
     opt, sched = _optimiser(method.parameters(), cfg.rollout_lr, cfg.weight_decay, cfg.rollout_epochs, cfg)
@@ -103,11 +114,15 @@ def train_rollout(model: HybridModel, X: np.ndarray, cfg: Any, checkpoint: Path,
             # the closure runs `steps` times per loss, which DDP's bookkeeping does not allow: the
             # gradients are averaged over ranks explicitly instead
             idx, weight = distributed.shard(idx)
-            traj = w[idx]
+            traj = w[idx, lead:]
             state = traj[:, 0]
+            past = model.initial_memory(w[idx, :lead], state) if lead else None
             loss = 0.0
             for i in range(1, steps + 1):
-                state = model.step(state)
+                if past is not None:
+                    state, past = model.memory_step(state, past)
+                else:
+                    state = model.step(state)
                 loss = loss + torch.mean(((state - traj[:, i]) / x_scale) ** 2)
             loss = loss / steps
             opt.zero_grad(set_to_none=True)
