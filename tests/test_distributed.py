@@ -94,12 +94,16 @@ def test_a_killed_torchrun_run_resumes_on_both_ranks_as_if_never_interrupted(tmp
         checkpoint = found[0] if found else None
         time.sleep(0.05)
     # torchrun and both ranks at once, as a lost node would (torchrun starts each rank in its own session)
-    ranks = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    for pid in [*map(int, ranks), proc.pid]:
+    ranks = [int(pid) for task in Path(f"/proc/{proc.pid}/task").iterdir()
+             for pid in (task / "children").read_text().split()]
+    for pid in [*ranks, proc.pid]:
         os.kill(pid, signal.SIGKILL)
     proc.wait()
     assert checkpoint is not None, "no checkpoint was written before the run ended"
     run = RunFolder(checkpoint.parents[1])
+    deadline = time.time() + 30  # a killed rank takes a moment to die
+    while run.status == "running" and time.time() < deadline:
+        time.sleep(0.1)
     assert run.status == "interrupted" and not run.stage_done("fit")
 
     resumed = subprocess.run(surrogate_command(results, 2, overrides=RESUME), capture_output=True, text=True,
