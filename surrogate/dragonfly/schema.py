@@ -54,18 +54,11 @@ class DataSpec(DataSection):
     apps: list[Literal[APPS]] | None = Field(  # type: ignore[valid-type]
         None, description="workloads of the training scenarios (default: all but held_out_app)")
 
-    @field_validator("train")
+    @field_validator("train", "calibration")
     @classmethod
-    def _train_presets(cls, value: dict[str, int]) -> dict[str, int]:
-        if not value:
+    def _presets(cls, value: dict[str, int], info) -> dict[str, int]:
+        if not value and info.field_name == "train":
             raise ValueError(f"name at least one training preset; allowed: {', '.join(PRESETS)}")
-        for name in value:
-            _preset(name)
-        return value
-
-    @field_validator("calibration")
-    @classmethod
-    def _calibration_presets(cls, value: dict[str, int]) -> dict[str, int]:
         for name in value:
             _preset(name)
         return value
