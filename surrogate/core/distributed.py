@@ -68,7 +68,7 @@ def shard(indices: torch.Tensor) -> tuple[torch.Tensor, float]:
         return indices, 1.0
     if len(indices) < world_size():  # a last batch smaller than the world: every rank takes all of it
         return indices, 1.0
-    part = indices.tensor_split(world_size())[rank()]
+    part = indices[my_part(len(indices))]
     return part, len(part) * world_size() / max(len(indices), 1)
 
 
@@ -124,7 +124,7 @@ def sum_gradients(parameters, scale: float = 1.0) -> None:
 def my_part(n: int) -> slice:
     """This rank's contiguous part of n items (all of them on one process); parts differ by at most one."""
     size, extra = divmod(n, world_size())
-    start = rank() * size + min(rank(), extra)  # the first `extra` ranks take one more, as tensor_split
+    start = rank() * size + min(rank(), extra)  # the first `extra` ranks take one more
     return slice(start, start + size + (rank() < extra))
 
 
