@@ -43,6 +43,17 @@ def test_floater_map_is_a_valid_disk_mesh(specimen, anchored, weights):
         assert np.allclose(disk[corner], [np.cos(1.25 * np.pi), np.sin(1.25 * np.pi)])
 
 
+def test_corners_are_found_when_a_notch_turns_more_sharply_than_they_do():
+    from surrogate.mmgp.morphing import corner_nodes
+
+    # a 1 x 2 specimen, counter-clockwise, with a narrow V notch in its left side: the notch bottom
+    # turns by about 150 degrees, each corner by 90
+    left = [(0.0, 2.0), (0.0, 1.5), (0.0, 1.05), (0.3, 1.0), (0.0, 0.95), (0.0, 0.5)]
+    points = np.array([(0.0, 0.0), (0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (1.0, 2.0), (0.5, 2.0)] + left)
+    loop = np.arange(len(points))
+    assert sorted(map(tuple, points[loop[corner_nodes(points, loop)]])) == [(0, 0), (0, 2), (1, 0), (1, 2)]
+
+
 def test_mean_value_weights_reproduce_linear_functions(specimen):
     from surrogate.mmgp.morphing import boundary_loops, mean_value_weights
 
@@ -259,14 +270,14 @@ def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(mmgp_smoke_run,
     assert list((run.path / "figures").glob("von_mises_*.png"))
 
     model = surrogate.load(run.path)
-    sample = sorted((run.path / "data").glob("test_*.nc"))[0]
+    sample = sorted((run.path / "data").glob("ood_*.nc"))[0]  # the out-of-range shape: one deep notch
     from surrogate.mmgp.data import read_sample
 
     s = read_sample(sample)
     mesh_file = tmp_path / "user.vtu"
     points = np.column_stack([s.nodes, np.zeros(len(s.nodes))])
     meshio.write(mesh_file, meshio.Mesh(points, [("triangle", s.triangles)]))
-    with pytest.warns(UserWarning, match="far outside"):  # 8 training shapes: every new shape is far
+    with pytest.warns(UserWarning, match="far outside"):
         ds = model.predict(str(mesh_file), {"load": 30.0, "shear": 0.5, "young": 100.0})
     assert isinstance(ds, xr.Dataset)
     assert ds.u2.shape == (len(s.nodes),) and (ds.u2_std >= 0).all() and float(ds.compliance_std) > 0

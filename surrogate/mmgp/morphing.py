@@ -94,11 +94,20 @@ def _outer_loop(triangles: np.ndarray, loops: list[np.ndarray] | None = None) ->
 
 
 def corner_nodes(nodes: np.ndarray, loop: np.ndarray, count: int = 4) -> np.ndarray:
-    """The `count` boundary nodes with the sharpest turns, in loop order, starting nearest the
-    bottom-left (smallest x + y)."""
+    """The `count` boundary nodes with the sharpest turns among those on the convex hull, in loop order,
+    starting nearest the bottom-left (smallest x + y).
+
+    Only hull nodes compete: the bottom of a deep notch can turn more sharply than a corner, but it
+    never lies on the hull, while the corners of a specimen do.
+    """
+    from scipy.spatial import ConvexHull
+
     prev, nxt = nodes[np.roll(loop, 1)], nodes[np.roll(loop, -1)]
     a, b = nodes[loop] - prev, nxt - nodes[loop]
     turn = np.abs(np.arctan2(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0], (a * b).sum(1)))
+    on_hull = ConvexHull(nodes[loop]).vertices
+    if len(on_hull) >= count:
+        turn[np.setdiff1d(np.arange(len(loop)), on_hull)] = -1.0
     picked = np.sort(np.argsort(turn)[-count:])
     first = np.argmin(nodes[loop[picked]].sum(1))
     return np.roll(picked, -first)
