@@ -239,6 +239,28 @@ def test_leave_one_out_variance_factor_matches_refitting_without_each_point():
     assert np.isclose(factor, np.mean(ratios), rtol=1e-6)
 
 
+def test_cross_validated_factor_predicts_the_error_on_new_points():
+    from surrogate.mmgp.gp import GPPredictor, fit_gps
+    from surrogate.mmgp.model import MMGP
+
+    rng = np.random.default_rng(5)
+    f = lambda x: np.column_stack([np.sin(2 * x[:, 0]) + x[:, 1], x[:, 0] * x[:, 1], np.cos(x.sum(1))])  # noqa: E731
+    x, xt = rng.uniform(-1.5, 1.5, (60, 2)), rng.uniform(-1.5, 1.5, (400, 2))
+    noisy = lambda x: f(x) + 0.03 * rng.standard_normal((len(x), 3))  # noqa: E731
+    y, yt = noisy(x), noisy(xt)
+    mu, sd = y.mean(0), y.std(0)
+    y, yt = (y - mu) / sd, (yt - mu) / sd
+    model = MMGP(restarts=2, max_iter=100, noise_floor=1e-8)
+    model.groups_ = [np.array([j]) for j in range(3)]  # three scalar outputs, the last groups of a model
+    factors = model._cross_validated_factors(x, y, folds=5, seed=0)
+    assert sorted(factors) == [0, 1, 2]
+    hyper = fit_gps(x, y, model.groups_, restarts=2, max_iter=100)
+    mean, var = GPPredictor(x, y, model.groups_, hyper).predict(xt)
+    on_new_points = ((yt - mean) ** 2 / var).mean(0)
+    for g, factor in factors.items():  # within the scatter of a 60-point estimate
+        assert 0.5 < factor / on_new_points[g] < 2.0, (g, factor, on_new_points[g])
+
+
 def test_percentile_spread_makes_standardised_errors_unit_mean_square():
     from surrogate.mmgp.model import _unit_mean_square_spread
 

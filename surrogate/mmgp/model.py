@@ -67,7 +67,7 @@ class MMGP:
 
     Settings (see MMGPSpec): morphing, shape_modes, field_modes, energy, center, scaling, von_mises_transform,
     log_offset, kernel, own_kernel_modes, tail_group, log_scalars, percentile_from_field, restarts, max_iter,
-    noise_floor, truncation_variance, loo_calibration, uncertainty.
+    noise_floor, truncation_variance, loo_calibration, scalar_cv_folds, uncertainty.
     """
 
     def __init__(self, **settings: Any):
@@ -131,9 +131,38 @@ class MMGP:
         if s.get("loo_calibration", False):
             self.hyper_["variance_factor"] = self.gp_.loo_variance_factor()
             self._build(x, self.y_scaler_(Y))
+        if s.get("scalar_cv_folds", 0) >= 2:
+            factors = self.hyper_.get("variance_factor", torch.ones(len(self.groups_), dtype=torch.float64)).clone()
+            for g, factor in self._cross_validated_factors(x, self.y_scaler_(Y), s["scalar_cv_folds"], seed).items():
+                factors[g] = factor
+            self.hyper_["variance_factor"] = factors
+            self._build(x, self.y_scaler_(Y))
         self.percentile_calibration_ = (self._calibrate_percentiles(samples, disks)
                                         if s.get("percentile_from_field") else {})
         return self
+
+    def _cross_validated_factors(self, x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[int, float]:
+        """Per scalar GP (group index), the mean squared standardised error on held-out shapes of K-fold
+        cross-validation, hyperparameters refitted on each fold: the variance factor that makes errors on new
+        shapes unit mean square. Scalars read off a field (`percentile_from_field`) are skipped."""
+        s = self.settings
+        skip = set(FIELD_PERCENTILES) if s.get("percentile_from_field") else set()
+        parts = np.array_split(np.random.default_rng(seed).permutation(len(x)), folds)
+        first = len(self.groups_) - len(SCALAR_OUTPUTS)
+        factors = {}
+        for j, name in enumerate(SCALAR_OUTPUTS):
+            if name in skip:
+                continue
+            cols = self.groups_[first + j]
+            z2 = []
+            for held in parts:
+                kept = np.setdiff1d(np.arange(len(x)), held)
+                one = [np.arange(len(cols))]
+                hyper = fit_gps(x[kept], y[kept][:, cols], one, s["restarts"], s["max_iter"], s["noise_floor"], seed)
+                mean, var = GPPredictor(x[kept], y[kept][:, cols], one, hyper).predict(x[held])
+                z2.append(((y[held][:, cols] - mean) ** 2 / var).ravel())
+            factors[first + j] = float(np.mean(np.concatenate(z2)))
+        return factors
 
     def _calibrate_percentiles(self, samples: list[Sample], disks: list[np.ndarray]) -> dict[str, list[float]]:
         """Per percentile output, [bias, spread]: the mean log ratio of the solver's value to the percentile of
