@@ -1,6 +1,6 @@
 """PROSE benchmark: the CPU configuration with every baseline on the same inputs, plus its variations.
 
-    python benchmarks/prose.py [--profile default] [--variations held_out no_corruption] [--reuse [--reevaluate]]
+    python benchmarks/prose.py [--profile full] [--variations held_out no_corruption] [--reuse [--reevaluate]]
 
 Runs `cases/prose.yaml` (fused PROSE, data-only PROSE, pysindy, nominal equation, integration of the
 decoded equation; test-time noise 0/2/5/10%, clean/corrupted/absent skeletons and the +-20%
@@ -121,7 +121,8 @@ def targets(rows: list[dict], wall: dict) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="default", help="profile of the main run (default, full, smoke)")
+    parser.add_argument("--profile", default="full",
+                        help="profile of the main run: full (the CPU configuration's <= 30-minute run), default, smoke")
     parser.add_argument("--variations", nargs="*", default=["held_out"],
                         help="further profiles of cases/prose.yaml to train and evaluate")
     parser.add_argument("--results", default=str(ROOT / "results"))
