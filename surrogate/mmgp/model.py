@@ -147,7 +147,7 @@ class MMGP:
         shapes unit mean square. Scalars read off a field (`percentile_from_field`) are skipped."""
         s = self.settings
         skip = set(FIELD_PERCENTILES) if s.get("percentile_from_field") else set()
-        parts = np.array_split(np.random.default_rng(seed).permutation(len(x)), folds)
+        parts = np.array_split(np.random.default_rng(seed).permutation(len(x)), min(folds, len(x)))
         first = len(self.groups_) - len(SCALAR_OUTPUTS)
         factors = {}
         for j, name in enumerate(SCALAR_OUTPUTS):

@@ -101,6 +101,9 @@ class MMGPSpec(MethodSpec):
                                  "K-fold cross-validation with hyperparameters refitted on each fold instead of the "
                                  "closed-form leave-one-out, which reuses the hyperparameters fitted on all shapes "
                                  "and so underestimates the error on new ones")
+    uncertainty: Literal["closed_form", "monte_carlo_as_published"] = Field(
+        "closed_form", description="monte_carlo_as_published reproduces the authors' field sampling, whose "
+        "variance is zero")
 
     @field_validator("scalar_cv_folds")
     @classmethod
@@ -108,9 +111,6 @@ class MMGPSpec(MethodSpec):
         if v == 1:
             raise ValueError("one fold leaves no shape out; allowed: 0 (closed-form leave-one-out) or >= 2")
         return v
-    uncertainty: Literal["closed_form", "monte_carlo_as_published"] = Field(
-        "closed_form", description="monte_carlo_as_published reproduces the authors' field sampling, whose "
-        "variance is zero")
 
 
 class OracleGPSpec(MethodSpec):
