@@ -20,6 +20,7 @@ run: setup
 	.venv/bin/surrogate run cases/lorenz96_mno.yaml --profile $(PROFILE)
 
 test: setup
+	.venv/bin/ruff check .
 	$(PY) -m pytest -q
 
 app: setup

@@ -162,8 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-only", action="store_true",
                         help="only the executor comparison (smoke and default); other rows of the JSON are kept")
     parser.add_argument("--training-loops", action="store_true",
-                        help="only the PROSE, SMART, MMGP GNN and PIG loops under torchrun; other rows of the JSON are kept")
-    parser.add_argument("--families", nargs="*", help="with --training-loops: only these (prose dragonfly_smart mmgp pinn)")
+                        help="only the PROSE, SMART, MMGP GNN and PIG loops under torchrun; "
+                        "other rows of the JSON are kept")
+    parser.add_argument("--families", nargs="*",
+                        help="with --training-loops: only these (prose dragonfly_smart mmgp pinn)")
     args = parser.parse_args(argv)
     out = ROOT / "benchmarks" / "results" / "scaling.json"
     if args.training_loops:

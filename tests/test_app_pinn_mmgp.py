@@ -4,9 +4,9 @@ MMGP smoke run of conftest), a run whose weights are damaged and a failed run.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
-import re
 from pathlib import Path
 
 import numpy as np

@@ -27,7 +27,8 @@ def surrogate_command(results: Path, nproc: int, *extra: str, overrides: list[st
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def surrogate_run(results: Path, nproc: int, *extra: str, overrides: list[str] = OVERRIDES) -> subprocess.CompletedProcess:
+def surrogate_run(results: Path, nproc: int, *extra: str,
+                  overrides: list[str] = OVERRIDES) -> subprocess.CompletedProcess:
     return subprocess.run(surrogate_command(results, nproc, *extra, overrides=overrides), capture_output=True,
                           text=True, env=ENV, timeout=600)
 
@@ -111,7 +112,8 @@ def test_a_killed_torchrun_run_resumes_on_both_ranks_as_if_never_interrupted(tmp
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert run.status == "finished" and run.meta()["resumed"] == 1 and run.meta()["world_size"] == 2
     curve = read_json(run.path / "model" / "training.json")["mno"]["offline"]
-    expected = read_json(tmp_path / "reference" / "lorenz96_mno" / "latest" / "model" / "training.json")["mno"]["offline"]
+    reference = tmp_path / "reference" / "lorenz96_mno" / "latest"
+    expected = read_json(reference / "model" / "training.json")["mno"]["offline"]
     assert len(curve) == len(expected) == 12  # every epoch once
     # both ranks restart from the same checkpoint (weights and optimiser state), so the curve goes on
     # as in the uninterrupted run; a rank starting afresh would change the optimiser moments
