@@ -89,8 +89,21 @@ def test_predict_refines_equations_on_request(run, observed):
         assert [e.free_symbols for e in refined] == [e.free_symbols for e in faithful]
     with pytest.raises(TypeError, match="refine: expected True, False or a"):
         m.predict(t_obs, u_obs, t_query, refine="yes")
-    with pytest.raises(ValueError, match="refine: this is the data-only model"):
+    with pytest.raises(ValueError, match="this is the data-only model"):
         surrogate.load(run, method="prose_data_only").predict(t_obs, u_obs, t_query, refine=True)
+
+
+def test_predict_forecasts_with_the_equation_on_request(run, observed):
+    m = surrogate.load(run)
+    t_obs, u_obs, t_query = observed
+    u_eq, equations = m.predict(t_obs, u_obs, t_query, refine=True, trajectory="equation")
+    assert u_eq.shape == (128, 3)
+    if equations is None:  # no valid equation decoded: no forecast either
+        assert np.isnan(u_eq).all()
+    with pytest.raises(ValueError, match="trajectory: expected 'operator' or 'equation'"):
+        m.predict(t_obs, u_obs, t_query, trajectory="symbolic")
+    with pytest.raises(ValueError, match="this is the data-only model"):
+        surrogate.load(run, method="prose_data_only").predict(t_obs, u_obs, t_query, trajectory="equation")
 
 
 @pytest.mark.parametrize("change, match", [

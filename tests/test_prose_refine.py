@@ -164,3 +164,33 @@ def test_numbers_of_one_parameter_are_fitted_as_one():
     error = lambda numbers: np.mean(np.abs(-numbers / b[:, None] - 1))  # noqa: E731
     decoded = np.array([_numbers(g) for g in guesses])
     assert error(shared) < error(separate) < error(decoded)
+
+
+def test_forecast_from_the_fitted_state_beats_the_noisy_last_point_and_is_exact_without_noise():
+    from surrogate.prose.baselines import integrate_systems
+    from surrogate.prose.refine import forecast
+
+    grid = time_grid()
+    t, t_after = grid[:64:2], grid[63:128]  # 32 observed points on [0, 2]; forecast on [2, 4], between them too
+    rng = np.random.default_rng(1)
+    starts = rng.uniform(-2, 2, (8, 3))
+    clean = integrate(LORENZ, np.repeat(TRUE[None], 8, axis=0), starts, grid)
+    systems = [LORENZ.equation(TRUE)] * 8
+    exact = forecast(systems, t, clean[:, :64:2], t_after)
+    assert np.abs(exact - clean[:, 63:128]).max() < 1e-5 * np.abs(clean).max()
+
+    noisy = add_noise(clean[:, :64:2], 0.02, rng)
+    error = lambda pred: np.linalg.norm(pred - clean[:, 63:128], axis=(1, 2))  # noqa: E731
+    fitted = forecast(systems, t, noisy, t_after)
+    from_last = integrate_systems(systems, noisy[:, -1], t_after)
+    assert np.median(error(fitted)) < 0.5 * np.median(error(from_last))
+
+
+def test_forecast_leaves_missing_systems_empty_and_names_bad_query_times(lorenz_observed):
+    from surrogate.prose.refine import forecast
+
+    t, u = lorenz_observed
+    out = forecast([None, _guesses()[1]], t, u, [2.0, 2.5])
+    assert np.isnan(out[0]).all() and np.isfinite(out[1]).all()
+    with pytest.raises(ValueError, match="t_query"):
+        forecast(_guesses(), t, u, [-1.0])

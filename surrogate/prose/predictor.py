@@ -20,7 +20,7 @@ import torch
 
 from surrogate.core.store import load_weights, save_weights, tensor_state, write_json
 from surrogate.prose.model import ProseConfig, ProseModel
-from surrogate.prose.refine import as_refinement, refine_systems
+from surrogate.prose.refine import as_refinement, forecast, refine_systems
 from surrogate.prose.symbols import (
     PLACEHOLDER,
     SEPARATOR,
@@ -208,7 +208,7 @@ class ProseSurrogate:
         return torch.tensor(ids, dtype=torch.long)[None].expand(batch, -1)
 
     @torch.no_grad()
-    def predict(self, t_obs, u_obs, t_query, skeleton=None, refine=False):
+    def predict(self, t_obs, u_obs, t_query, skeleton=None, refine=False, trajectory="operator"):
         """States at ``t_query`` and the decoded equations.
 
         t_obs (N,) strictly increasing, u_obs (N, 3) or (B, N, 3), N >= ``n_input`` (an evenly spaced
@@ -221,10 +221,18 @@ class ProseSurrogate:
         ``surrogate.prose.refine.Refinement``) keeps each decoded tree and re-fits its numbers to all
         the given observations (``surrogate.prose.refine``); its default, trajectory matching, needs
         evenly spaced t_obs.
+
+        ``trajectory="operator"`` returns the operator decoder's states; ``"equation"`` returns each
+        decoded (with ``refine``, refined) equation integrated from the start state fitted to all the
+        observations (``surrogate.prose.refine.forecast``; evenly spaced t_obs, t_query >= t_obs[0];
+        NaN where the equation is invalid or diverges).
         """
         options = as_refinement(refine)
-        if options is not None and not self.model_.cfg.symbols:
-            raise ValueError("refine: this is the data-only model, which decodes no equations; pass refine=False")
+        if trajectory not in ("operator", "equation"):
+            raise ValueError(f"trajectory: expected 'operator' or 'equation', got {trajectory!r}")
+        if (options is not None or trajectory == "equation") and not self.model_.cfg.symbols:
+            raise ValueError("refine / trajectory='equation': this is the data-only model, which decodes no "
+                             "equations; pass refine=False and trajectory='operator'")
         t_obs, u, t_query, single = self._check(t_obs, u_obs, t_query)
         keep = np.round(np.linspace(0, len(t_obs) - 1, self.n_input)).astype(int)
         t0 = t_obs[0]
@@ -242,6 +250,8 @@ class ProseSurrogate:
             systems = decode_systems(tokens, self.dim)
             if options is not None:
                 systems = refine_systems(systems, t_obs, u, options)
+            if trajectory == "equation":
+                u_query = forecast(systems, t_obs, u, t_query)
             equations = [None if s is None else to_sympy(s) for s in systems]
         if single:
             return u_query[0], None if equations is None else equations[0]

@@ -41,12 +41,14 @@ from scipy.integrate import cumulative_trapezoid
 from scipy.signal import savgol_filter
 
 from surrogate.prose.baselines import group_by_tree, rk4
-from surrogate.prose.odes import N_TIMES, T_END
+from surrogate.prose.odes import N_TIMES, SUBSTEPS, T_END
 from surrogate.prose.symbols import System, bind, compile_system
 
 # RK4 step of the trajectory fit: 4x the data generator's (2 per output interval); on the training split
 # of the default run the refined numbers did not change against the generator's step, at a quarter of the cost
 _MAX_STEP = T_END / (N_TIMES - 1) / 2
+# forecast from the fitted state: the data generator's own step
+_FORECAST_STEP = T_END / (N_TIMES - 1) / SUBSTEPS
 # number selection tries every model of a tree's numbers (2^K and more); larger trees (none of the families)
 # fit all of them freely
 _MAX_SELECTED = 10
@@ -169,25 +171,29 @@ def _weak_form_step(field, t: np.ndarray, u_obs: np.ndarray, u_smooth: np.ndarra
     return solution[:, :k]
 
 
-def _simulate(field, c: np.ndarray, u0: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _simulate(field, c: np.ndarray, u0: np.ndarray, t: np.ndarray, max_step: float = _MAX_STEP) -> np.ndarray:
     """Each row's system integrated from its own start on the observation grid: (R, N, d), NaN where it diverged."""
     params = {f"c{k}": c[:, k] for k in range(c.shape[1])}
-    substeps = max(4, int(np.ceil((t[1] - t[0]) / _MAX_STEP)))
+    substeps = max(4, int(np.ceil((t[1] - t[0]) / max_step)))
     return rk4(lambda u: field(u, params), u0, t, substeps)
 
 
-def _trajectory_jacobian(field, c: np.ndarray, u0: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Trajectory (G, N, d) and its forward-difference derivatives in (numbers, start state): (G, N*d, K+d)."""
+def _trajectory_jacobian(field, c: np.ndarray, u0: np.ndarray, t: np.ndarray, numbers_free: bool = True,
+                         max_step: float = _MAX_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Trajectory (G, N, d) and its forward-difference derivatives in (numbers, start state): (G, N*d, K+d).
+    With `numbers_free` False only the start state is moved (the numbers' columns stay zero)."""
     g, k = c.shape
     d = u0.shape[1]
     theta = np.concatenate([c, u0], axis=1)
-    h = 1e-6 * np.maximum(np.abs(theta), 1e-2)
-    batch = np.repeat(theta[:, None], k + d + 1, axis=1)  # row 0 unperturbed, row 1 + i moves parameter i
-    batch[:, 1:] += np.eye(k + d)[None] * h[:, None, :]
+    moved = np.arange(k + d) if numbers_free else np.arange(k, k + d)
+    h = 1e-6 * np.maximum(np.abs(theta[:, moved]), 1e-2)
+    batch = np.repeat(theta[:, None], len(moved) + 1, axis=1)  # row 0 unperturbed, row 1 + i moves parameter i
+    batch[:, 1 + np.arange(len(moved)), moved] += h
     flat = batch.reshape(-1, k + d)
-    sims = _simulate(field, flat[:, :k], flat[:, k:], t).reshape(g, k + d + 1, len(t) * d)
-    jac = (sims[:, 1:] - sims[:, :1]) / h[:, :, None]
-    return sims[:, 0].reshape(g, len(t), d), np.swapaxes(jac, 1, 2)
+    sims = _simulate(field, flat[:, :k], flat[:, k:], t, max_step).reshape(g, len(moved) + 1, len(t) * d)
+    jac = np.zeros((g, len(t) * d, k + d))
+    jac[:, :, moved] = np.swapaxes((sims[:, 1:] - sims[:, :1]) / h[:, :, None], 1, 2)
+    return sims[:, 0].reshape(g, len(t), d), jac
 
 
 def _posterior_cost(sim: np.ndarray, u_obs: np.ndarray, c: np.ndarray, decoded: np.ndarray, prior_sd: np.ndarray,
@@ -213,7 +219,8 @@ def _levenberg_marquardt_step(jac: np.ndarray, residual: np.ndarray, c: np.ndarr
 
 
 def _match_trajectories(field, t: np.ndarray, u_obs: np.ndarray, center: np.ndarray, basis: np.ndarray,
-                        prior_sd: np.ndarray, start: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+                        prior_sd: np.ndarray, start: np.ndarray, steps: int,
+                        max_step: float = _MAX_STEP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Levenberg-Marquardt on the observed trajectory, in the numbers' coordinates x and the start state.
 
     The numbers are center + basis x (center (G, K), basis (G, K, K)) with the prior x ~ N(0, prior_sd^2);
@@ -221,7 +228,8 @@ def _match_trajectories(field, t: np.ndarray, u_obs: np.ndarray, center: np.ndar
     call fits free, fixed and shared numbers alike. start (G, K + d): x and the start state. The noise
     variance is the mean squared misfit of the current fit. A step is taken only where it lowers the
     posterior cost, so the result never fits worse (with its prior) than the start. Returns the numbers
-    (G, K) and the whitened Jacobian of the trajectory in (numbers, start state) (G, N*d, K + d).
+    (G, K), the whitened Jacobian of the trajectory in (numbers, start state) (G, N*d, K + d) and the
+    start state (G, d). With an all-zero basis only the start state is fitted.
     """
     g, n, d = u_obs.shape
     k = center.shape[1]
@@ -230,8 +238,9 @@ def _match_trajectories(field, t: np.ndarray, u_obs: np.ndarray, center: np.ndar
     def numbers(th: np.ndarray) -> np.ndarray:
         return center + np.einsum("gkj,gj->gk", basis, th[:, :k])
 
+    free = bool(np.any(basis))
     damping = np.full(g, 1e-2)
-    sim, jac = _trajectory_jacobian(field, numbers(theta), theta[:, k:], t)
+    sim, jac = _trajectory_jacobian(field, numbers(theta), theta[:, k:], t, free, max_step)
     noise_var = np.maximum(np.mean((sim - u_obs) ** 2, axis=(1, 2)), 1e-12)
     for _ in range(steps):
         current = _posterior_cost(sim, u_obs, theta[:, :k], zero, prior_sd, noise_var)
@@ -244,12 +253,12 @@ def _match_trajectories(field, t: np.ndarray, u_obs: np.ndarray, center: np.ndar
         whitened = np.where(live[:, None, None], jac_x, 0.0) / scale[:, None, None]
         trial = theta + _levenberg_marquardt_step(whitened, residual, theta[:, :k], zero, prior_sd, damping)
         # the trial's trajectory and its Jacobian in one batch: an accepted trial needs no second integration
-        sim_trial, jac_trial = _trajectory_jacobian(field, numbers(trial), trial[:, k:], t)
+        sim_trial, jac_trial = _trajectory_jacobian(field, numbers(trial), trial[:, k:], t, free, max_step)
         better = live & (_posterior_cost(sim_trial, u_obs, trial[:, :k], zero, prior_sd, noise_var) < current)
         theta[better], sim[better], jac[better] = trial[better], sim_trial[better], jac_trial[better]
         damping = np.where(better, damping / 3, damping * 4)
         noise_var = np.maximum(np.mean((sim - u_obs) ** 2, axis=(1, 2)), 1e-12)
-    return numbers(theta), jac / np.sqrt(noise_var)[:, None, None]
+    return numbers(theta), jac / np.sqrt(noise_var)[:, None, None], theta[:, k:]
 
 
 def significant_digits(x: np.ndarray) -> np.ndarray:
@@ -378,7 +387,8 @@ def _refine_group(shape: System, t: np.ndarray, u_obs: np.ndarray, u_smooth: np.
         start = np.concatenate([c - decoded, u_obs[:, 0]], axis=1)
         full_sd = options.prior_scale * np.maximum(np.abs(decoded), 1e-2)
         basis = np.repeat(np.eye(k)[None], g, axis=0)
-        c, whitened = _match_trajectories(field, t, u_obs, decoded, basis, full_sd, start, options.trajectory_steps)
+        c, whitened, _ = _match_trajectories(field, t, u_obs, decoded, basis, full_sd, start,
+                                             options.trajectory_steps)
         if options.select_numbers and k <= _MAX_SELECTED:
             ok = np.all(np.isfinite(whitened), axis=(1, 2)) & np.all(np.isfinite(c), axis=1)
             candidates = [_shared_candidates(v, options.share_tolerance) for v in decoded]
@@ -407,16 +417,7 @@ def refine_systems(systems: Sequence[System | None], t: np.ndarray, u: np.ndarra
     strictly increasing; u (B, N, d) observed (noisy) states. Returns new systems with the same trees.
     """
     options = options or Refinement()
-    t = np.asarray(t, dtype=float)
-    u = np.asarray(u, dtype=float)
-    if u.ndim != 3 or u.shape[0] != len(systems) or u.shape[1] != len(t):
-        raise ValueError(f"u: expected shape (B, N, d) with B = len(systems) = {len(systems)} and N = len(t) = "
-                         f"{len(t)}, got {u.shape}")
-    if len(t) < 3 or np.any(np.diff(t) <= 0):
-        raise ValueError("t: expected at least 3 strictly increasing observation times")
-    if options.trajectory_steps and not _uniform(t):
-        raise ValueError("t: trajectory matching integrates on the observation grid and needs evenly spaced times; "
-                         "for uneven sampling use Refinement(weak_form_iterations=3, trajectory_steps=0)")
+    t, u = _observations(systems, t, u, uniform=options.trajectory_steps > 0)
     out: list[System | None] = list(systems)
     valid = np.array([i for i, s in enumerate(systems) if s is not None], dtype=int)
     if len(valid) == 0:
@@ -427,4 +428,61 @@ def refine_systems(systems: Sequence[System | None], t: np.ndarray, u: np.ndarra
         refined = _refine_group(shape, t, u[idx], u_smooth[idx], numbers, options)
         for i, c in zip(idx, refined):
             out[i] = bind(shape, {f"c{k}": v for k, v in enumerate(c)})
+    return out
+
+
+def _observations(systems: Sequence[System | None], t, u, uniform: bool) -> tuple[np.ndarray, np.ndarray]:
+    """t (N,) and u (B, N, d) as float arrays, checked against each other and the systems."""
+    t = np.asarray(t, dtype=float)
+    u = np.asarray(u, dtype=float)
+    if u.ndim != 3 or u.shape[0] != len(systems) or u.shape[1] != len(t):
+        raise ValueError(f"u: expected shape (B, N, d) with B = len(systems) = {len(systems)} and N = len(t) = "
+                         f"{len(t)}, got {u.shape}")
+    if len(t) < 3 or np.any(np.diff(t) <= 0):
+        raise ValueError("t: expected at least 3 strictly increasing observation times")
+    if uniform and not _uniform(t):
+        raise ValueError("t: trajectory matching integrates on the observation grid and needs evenly spaced times; "
+                         "for uneven sampling use Refinement(weak_form_iterations=3, trajectory_steps=0)")
+    return t, u
+
+
+def forecast(systems: Sequence[System | None], t: np.ndarray, u: np.ndarray, t_query: np.ndarray,
+             steps: int = 8) -> np.ndarray:
+    """Each system's own forecast: integrated from the start state that best fits all its observations.
+
+    The numbers stay as given; Levenberg-Marquardt fits only the state at t[0] to the observed (noisy)
+    trajectory, so the forecast starts from a state estimated from every observation instead of the
+    noisy last one. t (N,) evenly spaced observation times, u (B, N, d), t_query (Q,) times >= t[0].
+    Returns (B, Q, d): RK4 at the data generator's step, cubic Hermite between its steps (the slopes are
+    the field itself); NaN for a None system and from where an integration diverges.
+    """
+    from scipy.interpolate import CubicHermiteSpline
+
+    t, u = _observations(systems, t, u, uniform=True)
+    t_query = np.asarray(t_query, dtype=float)
+    if t_query.ndim != 1 or len(t_query) == 0 or not np.all(np.isfinite(t_query)) or t_query.min() < t[0]:
+        raise ValueError(f"t_query: expected a 1-D array of finite times >= t[0] = {t[0]:g}")
+    # the path is recorded at every RK4 step (the generator's step or finer), so the interpolation adds
+    # nothing visible; the observation times are on this grid
+    step = (t[1] - t[0]) / int(np.ceil((t[1] - t[0]) / _FORECAST_STEP - 1e-9))
+    grid = t[0] + step * np.arange(max(1, int(np.ceil((t_query.max() - t[0]) / step - 1e-9))) + 1)
+    out = np.full((len(systems), len(t_query), u.shape[2]), np.nan)
+    valid = np.array([i for i, s in enumerate(systems) if s is not None], dtype=int)
+    for shape, rows, numbers in group_by_tree([systems[i] for i in valid]):
+        idx = valid[rows]
+        field = compile_system(shape)
+        g, k = numbers.shape
+        start = np.concatenate([np.zeros((g, k)), u[idx, 0]], axis=1)
+        state = _match_trajectories(field, t, u[idx], numbers, np.zeros((g, k, k)), np.ones((g, k)), start,
+                                    steps, _FORECAST_STEP)[2]
+        params = {f"c{j}": numbers[:, j] for j in range(k)}
+        path = rk4(lambda x, field=field, params=params: field(x, params), state, grid, substeps=1)
+        with np.errstate(all="ignore"):
+            slopes = _field_on_samples(field, path, numbers)
+        bad = ~np.all(np.isfinite(path) & np.isfinite(slopes), axis=2)  # (G, T): diverged from there on
+        values = CubicHermiteSpline(grid, np.where(bad[..., None], 0.0, path), np.where(bad[..., None], 0.0, slopes),
+                                    axis=1)(t_query)
+        last_good = grid[np.maximum(np.where(bad.any(1), bad.argmax(1), len(grid)) - 1, 0)]
+        values[(t_query[None, :] > last_good[:, None]) & bad.any(1)[:, None]] = np.nan
+        out[idx] = values
     return out
