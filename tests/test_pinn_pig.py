@@ -214,3 +214,24 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monke
         train_pig(model, problem, _train_spec(chunk_points=10_000), "closed_form", 0, tmp_path, lambda m: 0.0,
                   log=lambda s: None)
     assert (tmp_path / "phase0.pt").exists()  # epoch 1 (5 good steps) was kept
+
+
+def test_an_lbfgs_step_that_raises_the_loss_is_undone(tmp_path, monkeypatch):
+    problem = make_problem("helmholtz")
+    model = PIG(problem.lower, problem.upper, 10, seed=0)
+    start = [q.detach().clone() for q in model.parameters()]
+    train = _train_spec(phases=[PhaseSpec(optimizer="lbfgs", steps=2, max_iter=3)])
+
+    def ruinous_step(self, closure):  # a step far off, as a failed line search can leave
+        loss = closure()
+        with torch.no_grad():
+            for group in self.param_groups:
+                for q in group["params"]:
+                    q.mul_(1e3)
+        return loss
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", ruinous_step)
+    messages = []
+    train_pig(model, problem, train, "closed_form", 0, tmp_path, lambda m: 0.0, log=messages.append)
+    assert all(torch.equal(q, s) for q, s in zip(model.parameters(), start))
+    assert sum("undone, history cleared" in m for m in messages) == 2
