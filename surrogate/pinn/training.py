@@ -176,7 +176,7 @@ class _Phase:
         before = [q.detach().clone() for q in self.params]
         loss = float(self.opt.step(self._closure))  # the loss before the step
         after = self.objective.backward(self.pts, need_grad=False, point_weights=self.held_weights)["total"]
-        if not after <= loss:
+        if not after <= loss * (1 + 1e-6):  # above round-off: a step that makes no progress is kept
             with torch.no_grad():
                 for q, b in zip(self.params, before):
                     q.copy_(b)
