@@ -6,6 +6,9 @@ onto `input_range`. q is sum_d ((z_d - mu_d) / sigma_d)^2 for the diagonal covar
 (z - mu)^T R diag(sigma^-2) R^T (z - mu) with a learned rotation R for the full one. A periodic
 coordinate uses 2 (1 - cos(w delta)) / w^2 in place of delta^2, which equals it near the mean and
 makes u and all its derivatives exactly periodic. sigma is a raw parameter (only sigma^2 enters).
+With `sigma_min` the scale in use is sqrt(sigma^2 + sigma_min^2): a Gaussian much narrower than the
+spacing of the collocation points is invisible to the residual there, and one that had shrunk to
+4e-5 turned up as a huge residual whenever a fresh point landed on it.
 
 `derivatives` returns u, du/dx_d and d2u/dx_d^2 in closed form (Gaussian derivatives chained
 through the MLP) so the PDE loss needs one backward pass instead of two.
@@ -24,7 +27,7 @@ class PIG(nn.Module):
                  hidden: Sequence[int] = (16,), sigma_init: float | Sequence[float] = 0.1, weight_std: float = 0.01,
                  input_range: Sequence[float] = (-1.0, 1.0), periodic: Sequence[bool] | None = None,
                  covariance: str = "diagonal", seed: int = 0, dtype: str = "float64",
-                 local_cutoff: float | None = None):
+                 local_cutoff: float | None = None, sigma_min: float | None = None):
         super().__init__()
         dim = len(lower)
         if n_gaussians < 1 or channels < 1:
@@ -34,6 +37,8 @@ class PIG(nn.Module):
         periodic = [bool(p) for p in (periodic or [False] * dim)]
         if covariance == "full" and (any(periodic) or dim not in (2, 3)):
             raise ValueError("covariance 'full' is implemented for 2 or 3 non-periodic coordinates only")
+        if sigma_min is not None and not sigma_min > 0:
+            raise ValueError(f"sigma_min must be positive, got {sigma_min}")
         if local_cutoff is not None and (covariance != "diagonal" or all(periodic) or local_cutoff <= 0):
             raise ValueError("local_cutoff needs a positive number of scales, the diagonal covariance and one "
                              "non-periodic coordinate")
@@ -43,7 +48,7 @@ class PIG(nn.Module):
                        else list(map(float, sigma_init)),
                        "weight_std": weight_std, "input_range": list(map(float, input_range)),
                        "periodic": periodic, "covariance": covariance, "seed": seed, "dtype": dtype,
-                       "local_cutoff": local_cutoff}
+                       "local_cutoff": local_cutoff, "sigma_min": sigma_min}
         dt = getattr(torch, dtype)
         gen = torch.Generator().manual_seed(seed)
         lo, hi = torch.tensor(lower, dtype=torch.float64), torch.tensor(upper, dtype=torch.float64)
@@ -97,6 +102,11 @@ class PIG(nn.Module):
             torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
             torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
 
+    def inverse_variance(self) -> torch.Tensor:
+        """1 / scale^2 of every Gaussian along every rescaled coordinate, (k, N, D)."""
+        floor = self.config.get("sigma_min")
+        return 1 / (self.sigma.square() + floor**2) if floor else self.sigma.pow(-2)
+
     def _embedding(self, z: torch.Tensor, order: int, second: Sequence[int] | None = None):
         """Features (P, k) and, for order >= 1 / 2, their first z-derivatives (D, P, k) and pure second
         z-derivatives (len(second), P, k) along the dims in `second` (all by default)."""
@@ -105,7 +115,7 @@ class PIG(nn.Module):
         wt = self.weight[:, None, :]
         if self.config["covariance"] == "full":
             R = self._rotations()                                          # (k, N, D, D)
-            A = torch.einsum("knab,knb,kncb->knac", R, self.sigma.pow(-2), R)  # precision matrices
+            A = torch.einsum("knab,knb,kncb->knac", R, self.inverse_variance(), R)  # precision matrices
             delta = z[None, :, None, :] - self.mu[:, None]                 # (k, P, N, D)
             Ad = torch.einsum("knab,kpnb->kpna", A, delta)
             G = torch.exp(-0.5 * (delta * Ad).sum(-1))
@@ -113,7 +123,7 @@ class PIG(nn.Module):
             curv_half = [A[:, None, :, d, d] for d in range(self.dim)]     # d2q/dz_d^2 / 2
         else:
             q, grad_q_half, curv_half = 0.0, [], []
-            inv_var = self.sigma.pow(-2)[:, None]                          # (k, 1, N, D)
+            inv_var = self.inverse_variance()[:, None]                     # (k, 1, N, D)
             for d in range(self.dim):
                 delta = z[None, :, None, d] - self.mu[:, None, :, d]       # (k, P, N)
                 w = float(self.omega[d])
@@ -160,7 +170,7 @@ class PIG(nn.Module):
         d0 = self.config["periodic"].index(False)
         zs, perm = torch.sort(z[:, d0].detach())
         mu0 = self.mu[..., d0].detach().reshape(-1)
-        half = self.config["local_cutoff"] * self.sigma[..., d0].detach().abs().reshape(-1)
+        half = self.config["local_cutoff"] * self.inverse_variance()[..., d0].detach().rsqrt().reshape(-1)
         lo = torch.searchsorted(zs, mu0 - half)
         hi = torch.searchsorted(zs, mu0 + half, right=True)
         counts = hi - lo
@@ -168,7 +178,7 @@ class PIG(nn.Module):
         start = torch.cumsum(counts, 0) - counts
         p = perm[lo[g] + torch.arange(len(g)) - start[g]]                     # point of each pair
         slot = p * k + torch.div(g, N, rounding_mode="floor")                 # (point, channel) of each pair
-        mu, inv_var = self.mu.reshape(k * N, D)[g], self.sigma.reshape(k * N, D).pow(-2)[g]
+        mu, inv_var = self.mu.reshape(k * N, D)[g], self.inverse_variance().reshape(k * N, D)[g]
         zp = z[p]
         q, grads, curvs = 0.0, [], []
         for d in range(D):

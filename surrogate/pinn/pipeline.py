@@ -116,7 +116,7 @@ class PINNPipeline(Pipeline):
         if not (model_dir / "pig.json").exists():
             pig = PIG(problem.lower, problem.upper, s.n_gaussians, s.channels, s.hidden, s.sigma_init, s.weight_std,
                       s.input_range, [c in problem.periodic for c in problem.coords], s.covariance, case.seed,
-                      s.dtype, s.local_cutoff)
+                      s.dtype, s.local_cutoff, s.sigma_min)
             n_params = sum(p.numel() for p in pig.parameters())
             self.log(f"fit: PIG, {s.channels} x {s.n_gaussians} Gaussians, {n_params} parameters, {s.dtype}, "
                      f"{s.derivatives.replace('_', ' ')} derivatives")

@@ -46,6 +46,8 @@ class PIGSpec(Section):
     dtype: Literal["float64", "float32"] = "float64"
     local_cutoff: float | None = Field(
         None, gt=0, description="evaluate each Gaussian only within this many scales of its mean (diagonal only)")
+    sigma_min: float | None = Field(
+        None, gt=0, description="smallest scale in rescaled input units: sqrt(sigma^2 + sigma_min^2) is used")
 
     @model_validator(mode="after")
     def _local_needs_diagonal(self):

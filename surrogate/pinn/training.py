@@ -168,23 +168,6 @@ class _Phase:
         self.opt.zero_grad(set_to_none=True)
         return torch.tensor(self.objective.backward(self.pts, point_weights=self.held_weights)["total"])
 
-    def _lbfgs_step(self, step: int) -> float:
-        """One L-BFGS step; undone, with the curvature history cleared, when it raised the loss on its own
-        points. Its line search guarantees a decrease on a smooth objective, but the local evaluation of
-        the Gaussians makes the loss piecewise smooth, and one such step once threw a converged Helmholtz
-        run (loss 4e-8) to the zero field (loss 0.7), where it stayed."""
-        before = [q.detach().clone() for q in self.params]
-        loss = float(self.opt.step(self._closure))  # the loss before the step
-        after = self.objective.backward(self.pts, need_grad=False, point_weights=self.held_weights)["total"]
-        if not after <= loss * (1 + 1e-6):  # above round-off: a step that makes no progress is kept
-            with torch.no_grad():
-                for q, b in zip(self.params, before):
-                    q.copy_(b)
-            self.opt.state.clear()
-            self.log(f"  lbfgs step {step + 1}: the step raised the loss from {loss:.3e} to {after:.3e}; "
-                     "undone, history cleared")
-        return loss
-
     def __call__(self, epoch: int) -> float:
         curve, phase = self.curve, self.phase
         if self.spent() >= self.limit:  # out of time: end the phase without more checkpoints
@@ -203,7 +186,7 @@ class _Phase:
             else:
                 # causal weights are updated between L-BFGS steps and held within one
                 self.held_weights = self.objective.point_weights(pts["interior"])
-                loss = self._lbfgs_step(step)
+                loss = float(self.opt.step(self._closure))  # the loss before the step
             out_of_time = self.limit < math.inf and distributed.any_rank(
                 self.spent() + training_clock() - t0 >= self.limit)
             if not math.isfinite(loss) or out_of_time:
