@@ -143,7 +143,7 @@ class _Phase:
         self.objective, self.seed, self.curve, self.curve_file = objective, seed, curve, curve_file
         self.limit, self.monitor, self.log = limit, monitor, log
         self.dtype = next(model.parameters()).dtype
-        self.params = params = [q for q in model.parameters() if q.requires_grad]
+        params = [q for q in model.parameters() if q.requires_grad]
         if phase.optimizer == "adam":
             self.opt = torch.optim.Adam(params, lr=phase.lr)
         else:
