@@ -62,14 +62,19 @@ def test_sigma_min_floors_every_scale_and_keeps_the_derivatives_exact():
     assert float(scales.min()) >= 0.03 and float(scales[0, 0, 1]) == pytest.approx(0.03, rel=1e-6)
     assert float(scales[1, 1, 0]) == pytest.approx(math.hypot(0.05, 0.03))
     x = torch.rand(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x[0] = (floored.mu[0, 0] - floored.shift) / floored.scale  # a point on the needle's mean
+    x = x.detach()
+    bare = PIG([-1.0, 0.0], [1.0, 1.0], 30, sigma_init=0.05, weight_std=1.0, seed=4)
+    bare.load_state_dict(floored.state_dict())
+    assert float(bare.derivatives(x[:1], 2)[2].detach().abs().max()) > 1e9  # without the floor the needle shows
     for local in (None, 6.0):
         model = PIG([-1.0, 0.0], [1.0, 1.0], 30, sigma_init=0.05, weight_std=1.0, seed=4, sigma_min=0.03,
                     local_cutoff=local)
         model.load_state_dict(floored.state_dict())
         u, du, d2u = model.derivatives(x, 2)
         ua, dua, d2ua = autograd_derivatives(model, x, 2)
-        assert torch.allclose(d2u, d2ua, rtol=1e-9, atol=1e-6 * float(d2ua.detach().abs().max()))
-        assert float(d2u.detach().abs().max()) < 1e4  # no needle: |w| / sigma_min^2 bounds the curvature
+        assert torch.allclose(d2u, d2ua, rtol=1e-10, atol=1e-12 * float(d2ua.detach().abs().max()))
+        assert float(d2u.detach().abs().max()) < 1e4  # with it, |w| / sigma_min^2 bounds the curvature
     with pytest.raises(ValueError, match="sigma_min must be positive"):
         PIG([0.0], [1.0], 5, sigma_min=0.0)
 
