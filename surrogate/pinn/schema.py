@@ -91,7 +91,9 @@ class TrainSpec(Section):
     steps_per_epoch: int = Field(100, ge=1, description="optimiser steps between checkpoints")
     time_limit_s: float | None = Field(None, gt=0,
                                        description="budget of all phases, CPU seconds of the training process")
-    chunk_points: int = Field(4096, ge=1, description="points per backward pass (bounds memory)")
+    chunk_points: int | None = Field(
+        None, ge=1, description="points per backward pass (bounds memory); default: as many as keep one "
+                                "(channels, points, Gaussians) array of the embedding within 8 MiB")
 
 
 class DeepXDESpec(Section):
