@@ -223,9 +223,13 @@ def test_training_lowers_the_loss_and_the_error(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
-def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("needle", [False, True])
+def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, needle):
     problem = make_problem("helmholtz")
     model = PIG(problem.lower, problem.upper, 5, seed=0)
+    if needle:
+        with torch.no_grad():
+            model.sigma[0, 0] = 1e-4
     calls = {"n": 0}
     honest = type(problem).residual
 
@@ -235,8 +239,12 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monke
         return r * math.nan if calls["n"] > 7 else r
 
     monkeypatch.setattr(type(problem), "residual", poisoned)
-    with pytest.raises(NonFiniteLoss, match="loss became nan"):
-        train_pig(model, problem, _train_spec(chunk_points=10_000), "closed_form", 0, tmp_path, lambda m: 0.0,
-                  log=lambda s: None)
+    with pytest.raises(NonFiniteLoss, match="loss became nan") as err:
+        # Adam moves a scale by at most lr per step, so 5 steps at 1e-5 leave the needle below 2e-4
+        train_pig(model, problem, _train_spec(chunk_points=10_000, phases=[PhaseSpec(optimizer="adam", steps=30,
+                                                                                     lr=1e-5)]),
+                  "closed_form", 0, tmp_path, lambda m: 0.0, log=lambda s: None)
     assert (tmp_path / "phase0.pt").exists()  # epoch 1 (5 good steps) was kept
+    # the message points at the floor on the scales when the kept model holds a needle, and only then
+    assert ("scale of 0.0001" in str(err.value) and "surrogate.sigma_min" in str(err.value)) == needle
 

@@ -21,7 +21,7 @@ import torch
 
 from surrogate.core import distributed
 from surrogate.core.store import load_weights, read_json, write_json
-from surrogate.core.training import StopTraining, Trainer
+from surrogate.core.training import NonFiniteLoss, StopTraining, Trainer
 from surrogate.pinn.pdes import Problem
 from surrogate.pinn.pig import autograd_derivatives
 
@@ -219,6 +219,19 @@ class _Phase:
         return loss
 
 
+def _needle_hint(model, checkpoint: Path) -> str:
+    """Whether a needle could have blown the loss up (1/scale^2 enters every derivative), judged on the
+    kept checkpoint: the model itself may already hold NaNs."""
+    sigma = load_weights(checkpoint)["model"]["sigma"] if checkpoint.exists() else model.sigma.detach()
+    floor = model.config.get("sigma_min") or 0.0
+    smallest = float((sigma.square() + floor**2).sqrt().nan_to_num(nan=1.0).min())
+    if smallest >= 0.01:
+        return ""
+    return (f"The narrowest Gaussian has a scale of {smallest:.2g} (in the rescaled input range): a needle that "
+            "the collocation points rarely touch. A floor on the scales, surrogate.sigma_min (for example 0.01), "
+            "keeps them wider.")
+
+
 def train_pig(model, problem: Problem, train, derivatives: str, seed: int, checkpoints: Path,
               monitor: Callable[[Any], float], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every phase of `train.phases`; returns the learning curve (steps, seconds, loss, test error).
@@ -238,7 +251,10 @@ def train_pig(model, problem: Problem, train, derivatives: str, seed: int, check
                 model.load_state_dict(load_weights(checkpoints / f"phase{p}.pt")["model"])
             continue
         run = _Phase(p, phase, model, problem, train, objective, seed, curve, curve_file, limit, monitor, log)
-        Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
+        try:
+            Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
+        except NonFiniteLoss as err:
+            raise NonFiniteLoss(f"{err} {_needle_hint(model, checkpoints / f'phase{p}.pt')}".rstrip()) from None
         curve["done"].append(p)
         write_json(curve_file, curve)
     return curve
