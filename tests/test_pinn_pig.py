@@ -139,6 +139,51 @@ def test_chunked_loss_gradient_equals_the_whole_batch_gradient():
     assert torch.allclose(grads[0], grads[1], rtol=1e-10, atol=1e-14)
 
 
+def test_adaptive_points_follow_the_residual_and_depend_only_on_seed_and_model():
+    problem = make_problem("burgers")
+    bump = lambda x: torch.exp(-((x[:, 0] - 0.3) / 0.02) ** 2)  # noqa: E731  a residual that lives near x = 0.3
+    near = lambda pts: float(((pts["interior"][:, 0] - 0.3).abs() < 0.05).double().mean())  # noqa: E731
+    spec = lambda **a: _train_spec(n_collocation=2000, causal_chunks=4, adaptive=a or None,  # noqa: E731
+                                   phases=[PhaseSpec(optimizer="adam", steps=10, resample_every=5)])
+    uniform = sample_points(problem, spec(), 4, torch.float64)
+    adaptive = spec(pool=8, power=1.0, offset=0.0)
+    chosen = sample_points(problem, adaptive, 4, torch.float64, bump)
+    mixed = sample_points(problem, spec(pool=8, offset=1.0), 4, torch.float64, bump)
+    # the strip |x - 0.3| < 0.05 holds 5% of the uniform points and all of the residual; the pool of 8 x 2000
+    # points has about 800 in it, so the residual alone takes nearly all of them (40% of the set), and the
+    # offset 1 (as much weight spread uniformly as on the residual) about half as many
+    assert near(uniform) < 0.07 and near(chosen) > 0.37 and 0.15 < near(mixed) < 0.33
+    again = sample_points(problem, adaptive, 4, torch.float64, bump)
+    assert all(torch.equal(chosen[k], again[k]) for k in chosen)
+    assert torch.equal(chosen["interior"], chosen["interior"][torch.argsort(chosen["interior"][:, -1])])  # causal order
+    assert torch.equal(chosen["initial"], uniform["initial"])  # initial and boundary points stay uniform
+
+
+def test_adaptive_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+    from surrogate.core.training import Trainer
+
+    problem = make_problem("burgers")
+    train = _train_spec(n_collocation=64, causal_chunks=4, adaptive={"pool": 4},
+                        phases=[PhaseSpec(optimizer="adam", steps=15, resample_every=5)])
+    straight = PIG(problem.lower, problem.upper, 6, seed=0)
+    train_pig(straight, problem, train, "closed_form", 0, tmp_path / "a", lambda m: 0.0, log=lambda s: None)
+
+    save = Trainer._save
+
+    def save_then_stop(self, epoch):
+        save(self, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt  # killed after the second checkpoint
+    monkeypatch.setattr(Trainer, "_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_pig(PIG(problem.lower, problem.upper, 6, seed=0), problem, train, "closed_form", 0, tmp_path / "b",
+                  lambda m: 0.0, log=lambda s: None)
+    monkeypatch.setattr(Trainer, "_save", save)
+    resumed = PIG(problem.lower, problem.upper, 6, seed=1)
+    train_pig(resumed, problem, train, "closed_form", 0, tmp_path / "b", lambda m: 0.0, log=lambda s: None)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
 def test_causal_weights_start_at_one_and_never_increase():
     problem = make_problem("allen_cahn")
     model = PIG(problem.lower, problem.upper, 10, periodic=[True, False], seed=0)

@@ -74,6 +74,15 @@ class PhaseSpec(Section):
     history: int = Field(100, ge=1, description="L-BFGS history size")
 
 
+class AdaptiveSampling(Section):
+    """Residual-based adaptive sampling (RAR-D, Wu et al. 2023): each new set of interior points is drawn
+    from a uniform pool of `pool` x n_collocation points with probability |r|^power / mean(|r|^power) + offset,
+    r the residual of the current model."""
+    pool: int = Field(8, ge=2, le=100, description="candidate points per kept point")
+    power: float = Field(1.0, gt=0, le=4.0)
+    offset: float = Field(1.0, ge=0, description="weight of the uniform part; 0 = residual alone")
+
+
 class LossWeights(Section):
     residual: float = Field(1.0, ge=0)
     initial: float = Field(1.0, ge=0)
@@ -91,9 +100,23 @@ class TrainSpec(Section):
     steps_per_epoch: int = Field(100, ge=1, description="optimiser steps between checkpoints")
     time_limit_s: float | None = Field(None, gt=0,
                                        description="budget of all phases, CPU seconds of the training process")
+    adaptive: AdaptiveSampling | None = Field(
+        None, description="residual-based choice of the interior points at each resampling; null = uniform")
     chunk_points: int | None = Field(
         None, ge=1, description="points per backward pass (bounds memory); default: as many as keep one "
                                 "(channels, points, Gaussians) array of the embedding within 8 MiB")
+
+    @model_validator(mode="after")
+    def _adaptive_resumes(self):
+        if self.adaptive is None:
+            return self
+        for i, phase in enumerate(self.phases):
+            every = phase.resample_every
+            if not every or self.steps_per_epoch % every:
+                raise ValueError(f"train.adaptive: phases.{i}.resample_every = {every} must be positive and divide "
+                                 f"steps_per_epoch = {self.steps_per_epoch}, so that a resumed run draws its points "
+                                 "from the same model as the interrupted one")
+        return self
 
 
 class DeepXDESpec(Section):

@@ -33,13 +33,22 @@ def training_clock() -> float:
     return time.process_time()
 
 
-def sample_points(problem: Problem, train, seed: int, dtype) -> dict[str, torch.Tensor]:
+def sample_points(problem: Problem, train, seed: int, dtype,
+                  residual: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Interior, initial and boundary points of one set; with `train.adaptive` and a `residual(x)`, the
+    interior points are drawn from a uniform pool with probability |r|^power / mean + offset (RAR-D)."""
     gen = torch.Generator().manual_seed(seed)
     pts = {"interior": problem.sample_interior(train.n_collocation, gen, dtype)}
     if "initial" in problem.loss_terms:
         pts["initial"], pts["initial_u"] = problem.sample_initial(train.n_initial, gen, dtype)
     if "boundary" in problem.loss_terms:
         pts["boundary"], pts["boundary_u"] = problem.sample_boundary(train.n_boundary, gen, dtype)
+    if train.adaptive and residual is not None:
+        a = train.adaptive
+        pool = problem.sample_interior(a.pool * train.n_collocation, gen, dtype)
+        density = residual(pool).abs().pow(a.power)
+        p = density / density.mean().clamp(min=torch.finfo(dtype).tiny) + max(a.offset, 1e-12)  # never all 0
+        pts["interior"] = pool[torch.multinomial(p, train.n_collocation, replacement=False, generator=gen)]
     if train.causal_chunks:  # sorted in time so the causal chunks are contiguous
         x = pts["interior"]
         pts["interior"] = x[torch.argsort(x[:, -1])]
@@ -77,6 +86,11 @@ class PINNLoss:
         u, du, d2u = self._derivatives(x)
         return self.problem.residual(x, u, du, d2u)
 
+    def pool_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Residuals at x in chunks, no graph kept (for the choice of points)."""
+        with torch.set_grad_enabled(not self.closed_form):  # double backprop needs the graph, even here
+            return torch.cat([self._residual(x[idx]).detach() for idx in torch.split(torch.arange(len(x)), self.chunk)])
+
     def point_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Per-point weights of the squared residual at this rank's part of x (all of x on one process):
         1/P, or the causal weights of Wang et al. (2024): chunk i of the time axis weighted by
@@ -84,10 +98,7 @@ class PINNLoss:
         P, mine = len(x), x[distributed.my_part(len(x))]
         if not self.train.causal_chunks:
             return torch.full((len(mine),), 1.0 / P, dtype=x.dtype)
-        with torch.set_grad_enabled(not self.closed_form):  # double backprop needs the graph, even here
-            r = torch.cat([self._residual(mine[idx]).detach() for idx in torch.split(torch.arange(len(mine)),
-                                                                                     self.chunk)])
-        return self._causal_weights(mine, r)
+        return self._causal_weights(mine, self.pool_residual(mine))
 
     def _causal_weights(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Causal point weights from the residuals r at x (no gradient flows through them)."""
@@ -174,7 +185,7 @@ class _Phase:
         key = step // every if every else 0
         if key != self.key:
             self.pts = sample_points(self.problem, self.train, self.seed * 1_000_003 + self.index * 10_007 + key,
-                                     self.dtype)
+                                     self.dtype, self.objective.pool_residual)
             self.key = key
         return self.pts
 
