@@ -86,8 +86,8 @@ class PINNLoss:
         u, du, d2u = self._derivatives(x)
         return self.problem.residual(x, u, du, d2u)
 
-    def pool_residual(self, x: torch.Tensor) -> torch.Tensor:
-        """Residuals at x in chunks, no graph kept (for the choice of points)."""
+    def residuals(self, x: torch.Tensor) -> torch.Tensor:
+        """Residuals at x in chunks, no graph kept (causal weights, choice of points)."""
         with torch.set_grad_enabled(not self.closed_form):  # double backprop needs the graph, even here
             return torch.cat([self._residual(x[idx]).detach() for idx in torch.split(torch.arange(len(x)), self.chunk)])
 
@@ -98,7 +98,7 @@ class PINNLoss:
         P, mine = len(x), x[distributed.my_part(len(x))]
         if not self.train.causal_chunks:
             return torch.full((len(mine),), 1.0 / P, dtype=x.dtype)
-        return self._causal_weights(mine, self.pool_residual(mine))
+        return self._causal_weights(mine, self.residuals(mine))
 
     def _causal_weights(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Causal point weights from the residuals r at x (no gradient flows through them)."""
@@ -185,7 +185,7 @@ class _Phase:
         key = step // every if every else 0
         if key != self.key:
             self.pts = sample_points(self.problem, self.train, self.seed * 1_000_003 + self.index * 10_007 + key,
-                                     self.dtype, self.objective.pool_residual)
+                                     self.dtype, self.objective.residuals)
             self.key = key
         return self.pts
 
