@@ -102,10 +102,12 @@ class PIG(nn.Module):
             torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
             torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
 
-    def inverse_variance(self) -> torch.Tensor:
-        """1 / scale^2 of every Gaussian along every rescaled coordinate, (k, N, D)."""
+    def inverse_variance(self, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """1 / scale^2 of every Gaussian along every rescaled coordinate, (k, N, D); the scales in use are
+        sqrt(sigma^2 + sigma_min^2), from this model's sigma or from the `sigma` given (e.g. a checkpoint's)."""
+        sigma = self.sigma if sigma is None else sigma
         floor = self.config.get("sigma_min")
-        return 1 / (self.sigma.square() + floor**2) if floor else self.sigma.pow(-2)
+        return 1 / (sigma.square() + floor**2) if floor else sigma.pow(-2)
 
     def _embedding(self, z: torch.Tensor, order: int, second: Sequence[int] | None = None):
         """Features (P, k) and, for order >= 1 / 2, their first z-derivatives (D, P, k) and pure second

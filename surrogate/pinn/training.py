@@ -234,8 +234,7 @@ def _needle_hint(model, checkpoint: Path) -> str:
     """Whether a needle could have blown the loss up (1/scale^2 enters every derivative), judged on the
     kept checkpoint: the model itself may already hold NaNs."""
     sigma = load_weights(checkpoint)["model"]["sigma"] if checkpoint.exists() else model.sigma.detach()
-    floor = model.config.get("sigma_min") or 0.0
-    smallest = float((sigma.square() + floor**2).sqrt().nan_to_num(nan=1.0).min())
+    smallest = float(model.inverse_variance(sigma.detach()).rsqrt().nan_to_num(nan=1.0).min())
     if smallest >= 0.01:
         return ""
     return (f"The narrowest Gaussian has a scale of {smallest:.2g} (in the rescaled input range): a needle that "
