@@ -80,6 +80,27 @@ def test_a_local_dask_cluster_is_started_and_closed_by_the_case(tmp_path):
     assert same_data(serial, dask)
 
 
+def test_solver_tasks_are_defined_where_a_worker_imports_no_torch():
+    """A Dask worker imports the module of the function it runs; torch there costs seconds per worker.
+    (PINN references are one task per case, computed by the problem classes that also hold the residuals.)"""
+    import subprocess
+
+    code = ("import sys\n"
+            "from surrogate.dragonfly.scenarios import simulate_task\n"
+            "from surrogate.lorenz96.data import simulate_chunk\n"
+            "from surrogate.mmgp.data import solve_sample\n"
+            "from surrogate.prose.data import make_dataset_task\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    from surrogate.dragonfly import pipeline as dragonfly
+    from surrogate.prose import pipeline as prose
+
+    # the pipelines map these functions, not copies of their own
+    assert dragonfly.simulate_task.__module__ == "surrogate.dragonfly.scenarios"
+    assert prose.make_dataset_task.__module__ == "surrogate.prose.data"
+
+
 # ------------------------------------------------------------------ failures
 def flaky(task):
     """Fails the first time it sees a task whose marker file does not exist yet; 'always' always fails."""

@@ -184,6 +184,42 @@ def test_adaptive_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
 
 
+def test_a_phase_ends_at_its_share_of_the_budget_and_the_next_trains_on_its_own_fixed_points(tmp_path, monkeypatch):
+    from surrogate.pinn import training
+
+    clock = iter(range(10**6))  # one second per reading of the clock
+    monkeypatch.setattr(training, "training_clock", lambda: float(next(clock)))
+    drawn = []
+
+    def spy(problem, train, seed, dtype, residual=None):
+        drawn.append((train.n_collocation, residual is not None))
+        return sample_points(problem, train, seed, dtype, residual)
+    monkeypatch.setattr(training, "sample_points", spy)
+    problem = make_problem("burgers")
+    train = _train_spec(n_collocation=64, adaptive={"pool": 4}, time_limit_s=40,
+                        phases=[PhaseSpec(optimizer="adam", steps=10**4, resample_every=5, until=0.5),
+                                PhaseSpec(optimizer="adam", steps=10**4, resample_every=0, n_collocation=96)])
+    curve = train_pig(PIG(problem.lower, problem.upper, 6, seed=0), problem, train, "closed_form", 0,
+                      tmp_path, lambda m: 0.0, log=lambda s: None)
+    phases, seconds = curve["phase"], curve["seconds"]
+    end_of_first = seconds[phases.index(1) - 1]
+    assert 20 <= end_of_first < 30 and 40 <= seconds[-1] < 50  # each ends within one epoch past its limit
+    # the first phase draws fresh points from the residual, the second one uniform set of its own size
+    assert set(drawn[:-1]) == {(64, True)} and drawn[-1] == (96, False)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"time_limit_s": None}, "phases.0.until = 0.5 is a share of time_limit_s, which is not set"),
+    ({"until": 0.4}, "phases.1.until = 0.4 must be larger than phases.0.until = 0.5"),
+])
+def test_phase_shares_need_a_budget_and_must_grow(changes, message):
+    spec = {"time_limit_s": 60, "until": 0.9, **changes}
+    with pytest.raises(ValueError, match=message):
+        _train_spec(time_limit_s=spec["time_limit_s"],
+                    phases=[PhaseSpec(optimizer="adam", steps=5, until=0.5),
+                            PhaseSpec(optimizer="lbfgs", steps=5, until=spec["until"])])
+
+
 def test_causal_weights_start_at_one_and_never_increase():
     problem = make_problem("allen_cahn")
     model = PIG(problem.lower, problem.upper, 10, periodic=[True, False], seed=0)

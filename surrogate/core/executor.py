@@ -142,12 +142,11 @@ def _map_dask(fn, tasks, names, finished, executor: DaskExecutor, workers, retri
 
         # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers; glibc then maps and unmaps every
         # array above 64 KiB, which made numpy solver steps about 10x slower here. Keep glibc's default.
-        # Workers are forked from a fork server that has imported the solver's module once, instead of
-        # each spawned worker importing torch again (1-3 s here). Forking this process directly would
-        # be faster still, but it runs Dask's event loop threads, and a worker forked from it hung.
+        # Workers are forked from a fork server that Dask starts with itself and numpy imported, instead of
+        # each spawned worker importing them again. Forking this process directly would be faster still,
+        # but it runs Dask's event loop threads, and a worker forked from it hung. A worker still imports
+        # the solver's module on its first task, so those modules keep torch out of their imports.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        if method == "forkserver":
-            multiprocessing.set_forkserver_preload([fn.__module__])  # no effect once the server runs
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                               "distributed.worker.multiprocessing-method": method}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")

@@ -19,7 +19,7 @@ from surrogate.core.store import RunFolder, data_path, read_data, read_json, wri
 
 from . import methods as M
 from .hybrid import hybrid_scenario, run_hybrid
-from .scenarios import Scenario, make_splits, simulate
+from .scenarios import Scenario, make_splits, simulate_task
 from .schema import DragonflyCase
 
 TEST_SPLITS = ("test_seeds", "test_unseen", "test_transfer")
@@ -38,16 +38,6 @@ def interval_coverage(q: np.ndarray, ref: np.ndarray, level: float) -> float:
 
     lo, hi = LEVELS[level]
     return float(np.mean((ref >= q[:, lo]) & (ref <= q[:, hi]))) if len(ref) else float("nan")
-
-
-def simulate_task(task: dict[str, Any]) -> xr.Dataset:
-    """One solver task: a scenario simulated at packet level, counters stored as float32."""
-    t0 = time.perf_counter()
-    ds = simulate(task["scenario"], window_us=task["window_us"], dt_ns=task["dt_ns"])
-    for name in ("port_bytes", "port_busy_time", "port_stalls"):
-        ds[name] = ds[name].astype(np.float32)
-    ds.attrs["wall_seconds"] = round(time.perf_counter() - t0, 2)
-    return ds
 
 
 class DragonflyPipeline(Pipeline):

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -163,3 +165,14 @@ def make_splits(*, train: dict[str, int], n_test_seeds: int, n_test_unseen: int,
 def _with_split(sc: Scenario, split: str, **changes) -> Scenario:
     d = asdict(sc) | {"split": split} | changes
     return Scenario(**d)
+
+
+def simulate_task(task: dict[str, Any]) -> xr.Dataset:
+    """One solver task: a scenario simulated at packet level, counters stored as float32. It lives here,
+    not in the pipeline, so that a Dask worker running it imports no torch."""
+    t0 = time.perf_counter()
+    ds = simulate(task["scenario"], window_us=task["window_us"], dt_ns=task["dt_ns"])
+    for name in ("port_bytes", "port_busy_time", "port_stalls"):
+        ds[name] = ds[name].astype(np.float32)
+    ds.attrs["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    return ds

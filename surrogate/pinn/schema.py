@@ -72,6 +72,11 @@ class PhaseSpec(Section):
     resample_every: int = Field(0, ge=0, description="steps between new collocation points; 0 = fixed")
     max_iter: int = Field(20, ge=1, description="L-BFGS iterations per step")
     history: int = Field(100, ge=1, description="L-BFGS history size")
+    until: float | None = Field(
+        None, gt=0, le=1, description="end the phase once this share of train.time_limit_s is spent, leaving the "
+                                      "rest to the phases after it; null = run until its steps or the budget end")
+    n_collocation: int | None = Field(None, ge=1, description="interior points of this phase; default "
+                                                              "train.n_collocation")
 
 
 class AdaptiveSampling(Section):
@@ -107,13 +112,21 @@ class TrainSpec(Section):
                                 "(channels, points, Gaussians) array of the embedding within 8 MiB")
 
     @model_validator(mode="after")
-    def _adaptive_resumes(self):
+    def _phases_fit(self):
+        untils = [(i, p.until) for i, p in enumerate(self.phases) if p.until is not None]
+        if untils and self.time_limit_s is None:
+            raise ValueError(f"phases.{untils[0][0]}.until = {untils[0][1]:g} is a share of time_limit_s, "
+                             "which is not set; set the budget or remove `until`")
+        for (i, a), (j, b) in zip(untils, untils[1:]):
+            if b <= a:
+                raise ValueError(f"phases.{j}.until = {b:g} must be larger than phases.{i}.until = {a:g}: "
+                                 "phases run one after the other")
         if self.adaptive is None:
             return self
         for i, phase in enumerate(self.phases):
-            every = phase.resample_every
-            if not every or self.steps_per_epoch % every:
-                raise ValueError(f"train.adaptive: phases.{i}.resample_every = {every} must be positive and divide "
+            every = phase.resample_every  # 0: one fixed set of points, drawn uniformly
+            if every and self.steps_per_epoch % every:
+                raise ValueError(f"train.adaptive: phases.{i}.resample_every = {every} must divide "
                                  f"steps_per_epoch = {self.steps_per_epoch}, so that a resumed run draws its points "
                                  "from the same model as the interrupted one")
         return self

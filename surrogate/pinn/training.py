@@ -176,6 +176,11 @@ class _Phase:
                                          tolerance_grad=1e-12, tolerance_change=0.0, line_search_fn="strong_wolfe")
         self.epochs = math.ceil(phase.steps / train.steps_per_epoch)
         self.pts, self.key, self.held_weights = None, None, None
+        if phase.n_collocation:
+            self.train = train.model_copy(update={"n_collocation": phase.n_collocation})
+        # A fixed set is drawn uniformly even with train.adaptive: drawn from the residual, it would depend on
+        # the model the phase was (re)started from, and a resumed run would train on other points.
+        self.residual = objective.residuals if phase.resample_every else None
 
     def spent(self) -> float:
         return self.curve["seconds"][-1] if self.curve["seconds"] else 0.0
@@ -185,7 +190,7 @@ class _Phase:
         key = step // every if every else 0
         if key != self.key:
             self.pts = sample_points(self.problem, self.train, self.seed * 1_000_003 + self.index * 10_007 + key,
-                                     self.dtype, self.objective.residuals)
+                                     self.dtype, self.residual)
             self.key = key
         return self.pts
 
@@ -247,8 +252,9 @@ def train_pig(model, problem: Problem, train, derivatives: str, seed: int, check
     """Run every phase of `train.phases`; returns the learning curve (steps, seconds, loss, test error).
 
     `monitor(model)` gives the test error, recorded after each epoch; its cost is not counted as
-    training time. The budget `train.time_limit_s` covers all phases; a phase that runs out of time
-    ends early, and later phases are skipped. Seconds are `training_clock()` seconds.
+    training time. The budget `train.time_limit_s` covers all phases; a phase ends at its share
+    `until` of it, or when the budget runs out, and then later phases are skipped. Seconds are
+    `training_clock()` seconds.
     """
     curve_file = checkpoints / "curve.json"
     curve = read_json(curve_file) if curve_file.exists() else {"step": [], "seconds": [], "loss": [], "error": [],
@@ -260,7 +266,8 @@ def train_pig(model, problem: Problem, train, derivatives: str, seed: int, check
             if (checkpoints / f"phase{p}.pt").exists():  # a finished phase: continue from where it ended
                 model.load_state_dict(load_weights(checkpoints / f"phase{p}.pt")["model"])
             continue
-        run = _Phase(p, phase, model, problem, train, objective, seed, curve, curve_file, limit, monitor, log)
+        ends = limit * phase.until if phase.until else limit
+        run = _Phase(p, phase, model, problem, train, objective, seed, curve, curve_file, ends, monitor, log)
         try:
             Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
         except NonFiniteLoss as err:

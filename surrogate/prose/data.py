@@ -8,7 +8,7 @@ fixed draw (the paper's evaluation convention); training code may redraw noise f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import xarray as xr
@@ -79,6 +79,12 @@ def make_dataset(families: Sequence[str] | None = None, n_train: int = 100, n_te
                 equation_tokens=[e for e in equations for _ in range(n_initial)], skeleton_tokens=skeletons,
             ))
     return _to_dataset(parts, names, noise_level, spread, test_spread, p_add, p_delete, seed)
+
+
+def make_dataset_task(kwargs: dict[str, Any]):
+    """A solver task: `make_dataset` with keyword arguments (a module-level function of a module without
+    torch, so that Dask workers run it without importing torch)."""
+    return make_dataset(**kwargs)
 
 
 def _pad_ids(sequences: list[list[str]]) -> np.ndarray:

@@ -19,7 +19,7 @@ from surrogate.core.report import metric_row, save_figure
 from surrogate.core.runner import Pipeline, peak_memory_mib
 from surrogate.core.store import RunFolder, read_json, read_netcdf, write_json
 from surrogate.prose import baselines as B
-from surrogate.prose.data import make_dataset, write_dataset
+from surrogate.prose.data import make_dataset_task, write_dataset
 from surrogate.prose.model import ProseConfig, ProseModel, count_parameters
 from surrogate.prose.odes import FAMILIES, add_noise
 from surrogate.prose.predictor import ProseSurrogate, decode_systems, skeleton_matches
@@ -49,11 +49,6 @@ def rhs_rel_l2(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     err = np.linalg.norm((pred - ref).reshape(len(ref), -1), axis=1) / np.linalg.norm(ref.reshape(len(ref), -1),
                                                                                      axis=1)
     return np.where(np.isfinite(err), err, np.inf)
-
-
-def make_dataset_task(kwargs: dict[str, Any]):
-    """A solver task: `make_dataset` with keyword arguments (a module-level function, so workers can run it)."""
-    return make_dataset(**kwargs)
 
 
 class ProsePipeline(Pipeline):
