@@ -220,6 +220,39 @@ def test_phase_shares_need_a_budget_and_must_grow(changes, message):
                             PhaseSpec(optimizer="lbfgs", steps=5, until=spec["until"])])
 
 
+def test_a_float32_phase_hands_its_parameters_to_the_float64_model_and_resumes_exactly(tmp_path, monkeypatch):
+    from surrogate.core.store import load_weights
+    from surrogate.core.training import Trainer
+
+    problem = make_problem("allen_cahn")
+    train = _train_spec(n_collocation=64, causal_chunks=4,
+                        phases=[PhaseSpec(optimizer="adam", steps=10, dtype="float32"),
+                                PhaseSpec(optimizer="lbfgs", steps=10, max_iter=3)])
+    new = lambda: PIG(problem.lower, problem.upper, 6, periodic=[True, False], seed=0)  # noqa: E731
+    straight = new()
+    curve = train_pig(straight, problem, train, "closed_form", 0, tmp_path / "a", lambda m: 0.0, log=lambda s: None)
+    assert set(curve["phase"]) == {0, 1}
+    assert load_weights(tmp_path / "a" / "phase0.pt")["model"]["mu"].dtype == torch.float32
+    assert all(p.dtype == torch.float64 for p in straight.parameters())
+    # the input scaling and the periodic frequencies stay the float64 ones, not float32 round trips
+    assert all(torch.equal(a, b) for a, b in zip(straight.buffers(), new().buffers()))
+
+    save, saves = Trainer._save, []
+
+    def save_then_stop(self, epoch):
+        save(self, epoch)
+        saves.append(epoch)
+        if len(saves) == 3:
+            raise KeyboardInterrupt  # killed after the first checkpoint of the float64 phase
+    monkeypatch.setattr(Trainer, "_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_pig(new(), problem, train, "closed_form", 0, tmp_path / "b", lambda m: 0.0, log=lambda s: None)
+    monkeypatch.setattr(Trainer, "_save", save)
+    resumed = new()
+    train_pig(resumed, problem, train, "closed_form", 0, tmp_path / "b", lambda m: 0.0, log=lambda s: None)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
 def test_causal_weights_start_at_one_and_never_increase():
     problem = make_problem("allen_cahn")
     model = PIG(problem.lower, problem.upper, 10, periodic=[True, False], seed=0)

@@ -77,6 +77,9 @@ class PhaseSpec(Section):
                                       "rest to the phases after it; null = run until its steps or the budget end")
     n_collocation: int | None = Field(None, ge=1, description="interior points of this phase; default "
                                                               "train.n_collocation")
+    dtype: Literal["float32", "float64"] | None = Field(
+        None, description="precision of this phase (a float32 step costs about a third of a float64 one); "
+                          "default surrogate.dtype")
 
 
 class AdaptiveSampling(Section):

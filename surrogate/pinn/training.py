@@ -12,6 +12,7 @@ takes the same optimiser step, L-BFGS line search included, and rank 0's clock i
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -259,19 +260,36 @@ def train_pig(model, problem: Problem, train, derivatives: str, seed: int, check
     curve_file = checkpoints / "curve.json"
     curve = read_json(curve_file) if curve_file.exists() else {"step": [], "seconds": [], "loss": [], "error": [],
                                                              "phase": [], "done": []}
-    objective = PINNLoss(model, problem, train, derivatives)
     limit = train.time_limit_s or math.inf
     for p, phase in enumerate(train.phases):
         if p in curve["done"] or phase.steps == 0:
             if (checkpoints / f"phase{p}.pt").exists():  # a finished phase: continue from where it ended
-                model.load_state_dict(load_weights(checkpoints / f"phase{p}.pt")["model"])
+                _take_parameters(model, load_weights(checkpoints / f"phase{p}.pt")["model"])
             continue
+        net = _in_precision(model, phase.dtype)
+        objective = PINNLoss(net, problem, train, derivatives)
         ends = limit * phase.until if phase.until else limit
-        run = _Phase(p, phase, model, problem, train, objective, seed, curve, curve_file, ends, monitor, log)
+        run = _Phase(p, phase, net, problem, train, objective, seed, curve, curve_file, ends, monitor, log)
         try:
-            Trainer(model, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
+            Trainer(net, run.opt, None, checkpoints / f"phase{p}.pt", run.epochs, f"pig {phase.optimizer}").run(run)
         except NonFiniteLoss as err:
-            raise NonFiniteLoss(f"{err} {_needle_hint(model, checkpoints / f'phase{p}.pt')}".rstrip()) from None
+            raise NonFiniteLoss(f"{err} {_needle_hint(net, checkpoints / f'phase{p}.pt')}".rstrip()) from None
+        if net is not model:
+            _take_parameters(model, net.state_dict())
         curve["done"].append(p)
         write_json(curve_file, curve)
     return curve
+
+
+def _in_precision(model, dtype: str | None):
+    """The model itself, or a copy in another precision for one phase. The copy's buffers (input scaling,
+    periodic frequencies) are rounded, so only its parameters are taken back afterwards."""
+    if dtype is None or getattr(torch, dtype) == next(model.parameters()).dtype:
+        return model
+    return copy.deepcopy(model).to(getattr(torch, dtype))
+
+
+def _take_parameters(model, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(state[name])
