@@ -78,7 +78,7 @@ class PhaseSpec(Section):
     n_collocation: int | None = Field(None, ge=1, description="interior points of this phase; default "
                                                               "train.n_collocation")
     dtype: Literal["float32", "float64"] | None = Field(
-        None, description="precision of this phase (a float32 step costs about a third of a float64 one); "
+        None, description="precision of this phase (a float32 step cost a third to a half of a float64 one here); "
                           "default surrogate.dtype")
 
 
