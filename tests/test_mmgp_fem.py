@@ -118,3 +118,35 @@ def test_small_load_hyperelastic_matches_linear(coarse_specimens):
     a = solve_specimen(nodes, tris, 0.01, 0.001, young, 0.35, "neo_hookean", steps=1)
     b = solve_specimen(nodes, tris, 0.01, 0.001, young, 0.35, "linear")
     assert np.abs(a.displacement - b.displacement).max() < 1e-2 * np.abs(b.displacement).max()
+
+
+def test_stress_percentile_is_that_of_the_nodal_field_and_steadier_over_meshes_than_the_triangles():
+    import dataclasses
+
+    from surrogate.mmgp.numpy_mmgp import field_percentile
+
+    family = SpecimenFamily.from_file("meshes/specimen2d.yaml").with_mesh_size((0.05, 0.05))
+    rng = np.random.default_rng(3)
+    spreads = {"nodal": [], "triangles": []}
+    for _ in range(2):
+        shape = draw_specimen(family, rng)
+        values = {"nodal": [], "triangles": []}
+        for factor in (0.93, 1.0, 1.07):  # the same shape meshed three times
+            nodes, tris = mesh_specimen(dataclasses.replace(shape, mesh_size=0.05 * factor))
+            sol = solve_specimen(nodes, tris, 30.0, 1.0, 100.0, 0.35, "linear")
+            problem = Elasticity(nodes, tris)
+            areas = problem.element_areas()
+            assert sol.scalars["von_mises_p995"] == field_percentile(sol.von_mises, tris, areas, 99.5)[0]
+            lam, mu = lame_plane_strain(100.0, 0.35)
+            constant = problem.von_mises(sol.displacement, lam, mu, "linear")  # per triangle
+            values["nodal"].append(sol.scalars["von_mises_p995"])
+            values["triangles"].append(_area_percentile(constant, areas))
+        for k, v in values.items():
+            spreads[k].append(np.std(v) / np.mean(v))
+    assert np.mean(spreads["nodal"]) < 0.5 * np.mean(spreads["triangles"]), spreads
+
+
+def _area_percentile(values: np.ndarray, areas: np.ndarray, q: float = 99.5) -> float:
+    order = np.argsort(values)
+    w = areas[order] / areas.sum()
+    return float(np.interp(q / 100, np.cumsum(w) - 0.5 * w, values[order]))

@@ -65,18 +65,28 @@ def test_mean_value_weights_reproduce_linear_functions(specimen):
     assert np.abs(residual).max() < 1e-10 * np.abs(W @ nodes).max()
 
 
-def test_percentile_read_off_a_field_matches_the_solver_definition(specimen):
-    from surrogate.mmgp.fem import weighted_percentile
-    from surrogate.mmgp.numpy_mmgp import element_percentile
+def test_percentile_by_area_of_a_nodal_field(specimen):
+    from surrogate.mmgp.numpy_mmgp import field_percentile
+
+    # on the unit square the field x has exactly q% of the area below q/100
+    n = 40
+    xs = np.linspace(0, 1, n + 1)
+    square = np.column_stack([np.repeat(xs, n + 1), np.tile(xs, n + 1)])
+    k = (np.arange(n)[:, None] * (n + 1) + np.arange(n)[None]).ravel()
+    tris = np.concatenate([np.column_stack([k, k + n + 1, k + n + 2]), np.column_stack([k, k + n + 2, k + 1])])
+    areas = np.abs(signed_areas(square, tris))
+    for q in (50.0, 90.0, 99.5):
+        assert abs(field_percentile(square[:, 0], tris, areas, q)[0] - q / 100) < 0.2 / n
 
     nodes, tris = specimen
     field = np.exp(2 * nodes[:, 0]) + nodes[:, 1] ** 2
     areas = np.abs(signed_areas(nodes, tris))
-    level, weights = element_percentile(field, tris, areas, 99.5)
-    assert np.isclose(level, weighted_percentile(field[tris].mean(1), areas, 99.5))
+    level, weights = field_percentile(field, tris, areas, 99.5)
     assert np.isclose(weights.sum(), 1.0) and (weights >= 0).all()
-    shifted, _ = element_percentile(field + 0.01, tris, areas, 99.5)  # a uniform shift moves it one for one
+    shifted, _ = field_percentile(field + 0.01, tris, areas, 99.5)  # a uniform shift moves it one for one
     assert np.isclose(shifted - level, weights @ np.full(len(nodes), 0.01))
+    scaled, _ = field_percentile(1.02 * field, tris, areas, 99.5)  # first order in a small relative change
+    assert abs(scaled - level - weights @ (0.02 * field)) < 1e-3 * level
 
 
 def test_leading_modes_get_their_own_kernels_and_later_ones_share():

@@ -15,6 +15,8 @@ from typing import Callable, Literal
 import numpy as np
 from scipy.sparse.linalg import spsolve
 
+from surrogate.mmgp.numpy_mmgp import field_percentile
+
 Model = Literal["linear", "neo_hookean"]
 
 
@@ -255,15 +257,6 @@ class Elasticity:
         return num / den
 
 
-def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
-    """The q-th percentile of `values` where each value counts with its weight (e.g. element area),
-    so that the result does not depend on how finely a region is meshed."""
-    order = np.argsort(values)
-    v, w = values[order], weights[order]
-    cum = (np.cumsum(w) - 0.5 * w) / np.sum(w)
-    return float(np.interp(q / 100.0, cum, v))
-
-
 @dataclass
 class SpecimenSolution:
     displacement: np.ndarray  # (N, 2)
@@ -273,7 +266,7 @@ class SpecimenSolution:
 
 
 SCALAR_OUTPUTS = {
-    "von_mises_p995": ("MPa", "99.5th percentile of von Mises stress (area-weighted over triangles)"),
+    "von_mises_p995": ("MPa", "99.5th percentile by area of the recovered (nodal) von Mises stress"),
     "top_displacement": ("mm", "mean vertical displacement of the loaded edge"),
     "compliance": ("N", "work of the top traction per unit thickness"),
 }
@@ -301,13 +294,15 @@ def solve_specimen(nodes: np.ndarray, triangles: np.ndarray, load: float, shear:
         u, report = problem.solve_neo_hookean(lam, mu, f, fixed, steps=steps, tol=tol)
     else:
         raise ValueError(f"model {model!r}: allowed: linear, neo_hookean")
-    vm_elem = problem.von_mises(u, lam, mu, model)
+    # recovered nodal stress: its percentile varies ~4x less between meshes of one shape than the
+    # percentile of the P1 triangles' constant stresses (0.07% vs 0.31% std over three mesh sizes)
+    vm = problem.to_nodal_average(problem.von_mises(u, lam, mu, model))
     ends = problem.mesh.facets[:, top]
     lengths = np.linalg.norm(nodes[ends[0]] - nodes[ends[1]], axis=1)
     mean_uy = float(np.sum(lengths * 0.5 * (u[ends[0], 1] + u[ends[1], 1])) / lengths.sum())
     scalars = {
-        "von_mises_p995": weighted_percentile(vm_elem, problem.element_areas(), 99.5),
+        "von_mises_p995": field_percentile(vm, problem.triangles, problem.element_areas(), 99.5)[0],
         "top_displacement": mean_uy,
         "compliance": float(f @ problem.to_dofs(u)),
     }
-    return SpecimenSolution(u, problem.to_nodal_average(vm_elem), scalars, report)
+    return SpecimenSolution(u, vm, scalars, report)

@@ -21,7 +21,7 @@ from surrogate.mmgp.numpy_mmgp import (
     FIELD_PERCENTILES,
     NumpyMMGP,
     decode_field,
-    element_percentile,
+    field_percentile,
     gp_inputs,
     morphing_anchored,
     morphing_weights,
@@ -184,7 +184,7 @@ class MMGP:
                 field, jacobian, _ = decode_field(Q, pod.mean_, pod.modes_, mean[i, cols], var[i, cols], residual,
                                                   *self.field_transforms_[f])
                 areas = np.abs(signed_areas(smp.nodes, smp.triangles))
-                level, weights = element_percentile(u * field, smp.triangles, areas, q)
+                level, weights = field_percentile(u * field, smp.triangles, areas, q)
                 levels.append(level)
                 first_order.append(float(((weights @ jacobian * u) ** 2) @ var[i, cols]))
                 truth.append(smp.outputs[list(SCALAR_OUTPUTS).index(name)])

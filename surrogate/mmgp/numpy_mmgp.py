@@ -29,7 +29,7 @@ SCALES_WITH_YOUNG = {"von_mises", "von_mises_p995", "compliance"}
 # so sigma/|t| varies far less over the data than sigma/E, and what is left for the GPs is mostly the shape
 STRESSES = {"von_mises", "von_mises_p995"}
 SQRT5 = np.sqrt(5.0)
-# scalar outputs that are area-weighted percentiles of a field's element values (fem.py computes them so);
+# scalar outputs that are percentiles by area of a nodal field (`field_percentile`; fem.py computes them so);
 # with `percentile_from_field` they are read off the predicted field instead of a GP of their own
 FIELD_PERCENTILES = {"von_mises_p995": ("von_mises", 99.5)}
 
@@ -93,21 +93,34 @@ def transform_field(values: np.ndarray, transform: str, offset: float) -> np.nda
     return values
 
 
-def element_percentile(nodal: np.ndarray, triangles: np.ndarray, areas: np.ndarray,
-                       q: float) -> tuple[float, np.ndarray]:
-    """Area-weighted q-th percentile of the element means of a nodal field, and weights (N,) on the nodes
-    whose dot product with a small perturbation of the field gives the percentile's first-order change:
-    the elements within half a percent of area of the percentile, averaged."""
-    values = nodal[triangles].mean(1)
+# 6-point degree-4 quadrature on a triangle (Strang and Fix): barycentric points and weights (sum 1)
+_A, _B = 0.445948490915965, 0.091576213509771
+QUADRATURE_POINTS = np.array([[1 - 2 * _A, _A, _A], [_A, 1 - 2 * _A, _A], [_A, _A, 1 - 2 * _A],
+                              [1 - 2 * _B, _B, _B], [_B, 1 - 2 * _B, _B], [_B, _B, 1 - 2 * _B]])
+QUADRATURE_WEIGHTS = np.array([0.223381589678011] * 3 + [0.109951743655322] * 3)
+
+
+def field_percentile(nodal: np.ndarray, triangles: np.ndarray, areas: np.ndarray,
+                     q: float) -> tuple[float, np.ndarray]:
+    """The q-th percentile by area of a P1 nodal field (sampled at 6 quadrature points per triangle),
+    and weights (N,) on the nodes whose dot product with a small perturbation of the field gives the
+    percentile's first-order change: the points within half a percent of area of the percentile, averaged.
+
+    The solver's percentile outputs are defined this way on its recovered nodal stresses (fem.py), so a
+    percentile read off a predicted field measures the same thing."""
+    values = (nodal[triangles] @ QUADRATURE_POINTS.T).ravel()  # (M * 6,), triangle-major
+    w = (areas[:, None] * QUADRATURE_WEIGHTS[None]).ravel()
     order = np.argsort(values)
-    w = areas[order] / areas.sum()
+    w = w[order] / w.sum()
     rank = np.cumsum(w) - 0.5 * w
     level = float(np.interp(q / 100.0, rank, values[order]))
     band = order[np.abs(rank - q / 100.0) <= 0.005]
     if len(band) == 0:
         band = order[[min(np.searchsorted(rank, q / 100.0), len(order) - 1)]]
+    tri, point = np.divmod(band, len(QUADRATURE_WEIGHTS))
+    share = areas[tri] * QUADRATURE_WEIGHTS[point]
     weights = np.zeros(len(nodal))
-    np.add.at(weights, triangles[band].ravel(), np.repeat(areas[band] / (3 * areas[band].sum()), 3))
+    np.add.at(weights, triangles[tri].ravel(), (QUADRATURE_POINTS[point] * (share / share.sum())[:, None]).ravel())
     return level, weights
 
 
@@ -175,9 +188,9 @@ class NumpyMMGP:
         """A percentile output read off the predicted field, corrected by the mean log ratio to the solver's
         value over the training shapes (leave-one-out predictions); its variance is the GP's carried to first
         order plus a relative scatter sized so that those leave-one-out errors have unit mean square (what the
-        first-order term misses: truncation, nodal vs element stresses, the percentile's nonlinearity)."""
+        first-order term misses: truncation and the percentile's nonlinearity)."""
         areas = np.abs(morphing.signed_areas(nodes, triangles))
-        level, weights = element_percentile(field, triangles, areas, q)
+        level, weights = field_percentile(field, triangles, areas, q)
         bias, spread = float(self.a[f"{name}.log_bias"]), float(self.a[f"{name}.log_spread"])
         value = level * np.exp(bias)
         gradient = weights @ jacobian
