@@ -137,41 +137,63 @@ class MMGP:
                 factors[g] = factor
             self.hyper_["variance_factor"] = factors
             self._build(x, self.y_scaler_(Y))
-        self.percentile_calibration_ = (self._calibrate_percentiles(samples, disks)
+        self.percentile_calibration_ = (self._calibrate_percentiles(samples, disks, seed)
                                         if s.get("percentile_from_field") else {})
         return self
+
+    def _k_fold(self, x: np.ndarray, y: np.ndarray, groups: list[np.ndarray], folds: int,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance (n, columns of `groups`, in their order) at every training input, each row
+        predicted by the groups' GPs with hyperparameters refitted on the other folds; variance factor 1."""
+        s = self.settings
+        columns = np.concatenate(groups)
+        local = np.split(np.arange(len(columns)), np.cumsum([len(g) for g in groups])[:-1])
+        mean, var = np.zeros((len(x), len(columns))), np.zeros((len(x), len(columns)))
+        for held in np.array_split(np.random.default_rng(seed).permutation(len(x)), min(folds, len(x))):
+            kept = np.setdiff1d(np.arange(len(x)), held)
+            hyper = fit_gps(x[kept], y[kept][:, columns], local, s["restarts"], s["max_iter"], s["noise_floor"], seed)
+            mean[held], var[held] = GPPredictor(x[kept], y[kept][:, columns], local, hyper).predict(x[held])
+        return mean, var
 
     def _cross_validated_factors(self, x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[int, float]:
         """Per scalar GP (group index), the mean squared standardised error on held-out shapes of K-fold
         cross-validation, hyperparameters refitted on each fold: the variance factor that makes errors on new
         shapes unit mean square. Scalars read off a field (`percentile_from_field`) are skipped."""
-        s = self.settings
-        skip = set(FIELD_PERCENTILES) if s.get("percentile_from_field") else set()
-        parts = np.array_split(np.random.default_rng(seed).permutation(len(x)), min(folds, len(x)))
+        skip = set(FIELD_PERCENTILES) if self.settings.get("percentile_from_field") else set()
         first = len(self.groups_) - len(SCALAR_OUTPUTS)
         factors = {}
         for j, name in enumerate(SCALAR_OUTPUTS):
             if name in skip:
                 continue
             cols = self.groups_[first + j]
-            z2 = []
-            for held in parts:
-                kept = np.setdiff1d(np.arange(len(x)), held)
-                one = [np.arange(len(cols))]
-                hyper = fit_gps(x[kept], y[kept][:, cols], one, s["restarts"], s["max_iter"], s["noise_floor"], seed)
-                mean, var = GPPredictor(x[kept], y[kept][:, cols], one, hyper).predict(x[held])
-                z2.append(((y[held][:, cols] - mean) ** 2 / var).ravel())
-            factors[first + j] = float(np.mean(np.concatenate(z2)))
+            mean, var = self._k_fold(x, y, [cols], folds, seed)
+            factors[first + j] = float(np.mean((y[:, cols] - mean) ** 2 / var))
         return factors
 
-    def _calibrate_percentiles(self, samples: list[Sample], disks: list[np.ndarray]) -> dict[str, list[float]]:
+    def _field_k_fold(self, field: str, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """K-fold predictions (standardised) of one field's POD coefficients, with the trained variance factors."""
+        start = sum(self.field_pods_[f].n_modes_ for f in list(FIELDS)[: list(FIELDS).index(field)])
+        stop = start + self.field_pods_[field].n_modes_
+        index = [g for g, cols in enumerate(self.groups_) if start <= cols[0] < stop]
+        mean, var = self._k_fold(self.x_train_, self.y_train_, [self.groups_[g] for g in index], folds, seed)
+        factor = self.hyper_.get("variance_factor", torch.ones(len(self.groups_), dtype=torch.float64)).numpy()
+        return mean, var * np.concatenate([np.full(len(self.groups_[g]), factor[g]) for g in index])
+
+    def _calibrate_percentiles(self, samples: list[Sample], disks: list[np.ndarray],
+                               seed: int = 0) -> dict[str, list[float]]:
         """Per percentile output, [bias, spread]: the mean log ratio of the solver's value to the percentile of
-        the leave-one-out predicted field on each training shape, and the relative std that, added to the
-        first-order GP variance, gives those leave-one-out errors unit mean square (see NumpyMMGP)."""
+        the held-out predicted field on each training shape, and the relative std that, added to the
+        first-order GP variance, gives those held-out errors unit mean square (see NumpyMMGP). Held out:
+        K-fold with refitted hyperparameters when `scalar_cv_folds` >= 2 (leave-one-out with the hyperparameters
+        of all shapes underrates the error on new shapes), else closed-form leave-one-out."""
         mean, var = self.gp_.leave_one_out()
-        mean, var = mean * self.y_scaler_.std + self.y_scaler_.mean, var * self.y_scaler_.std**2
         starts = np.cumsum([0] + [self.field_pods_[f].n_modes_ for f in FIELDS])
         columns = {f: slice(a, b) for f, a, b in zip(FIELDS, starts[:-1], starts[1:])}
+        folds = self.settings.get("scalar_cv_folds", 0)
+        if folds >= 2:
+            for f in {f for f, _ in FIELD_PERCENTILES.values()}:
+                mean[:, columns[f]], var[:, columns[f]] = self._field_k_fold(f, folds, seed)
+        mean, var = mean * self.y_scaler_.std + self.y_scaler_.mean, var * self.y_scaler_.std**2
         common = PointLocator(self.common_disk_, self.common_triangles_)
         result = {}
         for name, (f, q) in FIELD_PERCENTILES.items():

@@ -97,10 +97,11 @@ class MMGPSpec(MethodSpec):
     truncation_variance: bool = Field(False, description="add the POD truncation error to the field variance")
     loo_calibration: bool = Field(False, description="scale each GP's predictive variance so that its closed-form "
                                   "leave-one-out residuals on the training set have unit variance")
-    scalar_cv_folds: int = Field(0, ge=0, le=100, description="if >= 2, the scalar GPs' variance factor comes from "
-                                 "K-fold cross-validation with hyperparameters refitted on each fold instead of the "
-                                 "closed-form leave-one-out, which reuses the hyperparameters fitted on all shapes "
-                                 "and so underestimates the error on new ones")
+    scalar_cv_folds: int = Field(0, ge=0, le=100, description="if >= 2, the scalar GPs' variance factor (and the "
+                                 "calibration of percentiles read off a field) comes from K-fold cross-validation "
+                                 "with hyperparameters refitted on each fold instead of the closed-form "
+                                 "leave-one-out, which reuses the hyperparameters fitted on all shapes and so "
+                                 "underestimates the error on new ones")
     uncertainty: Literal["closed_form", "monte_carlo_as_published"] = Field(
         "closed_form", description="monte_carlo_as_published reproduces the authors' field sampling, whose "
         "variance is zero")
