@@ -170,17 +170,16 @@ class MMGP:
             factors[first + j] = float(np.mean((y[:, cols] - mean) ** 2 / var))
         return factors
 
-    def _field_k_fold(self, field: str, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """K-fold predictions (standardised) of one field's POD coefficients, with the trained variance factors."""
-        start = sum(self.field_pods_[f].n_modes_ for f in list(FIELDS)[: list(FIELDS).index(field)])
-        stop = start + self.field_pods_[field].n_modes_
-        index = [g for g, cols in enumerate(self.groups_) if start <= cols[0] < stop]
+    def _field_k_fold(self, cols: slice, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """K-fold predictions (standardised) of the outputs `cols` (one field's POD coefficients), their GPs
+        refitted on each fold, variances times the trained variance factors."""
+        index = [g for g, c in enumerate(self.groups_) if cols.start <= c[0] < cols.stop]
         mean, var = self._k_fold(self.x_train_, self.y_train_, [self.groups_[g] for g in index], folds, seed)
-        factor = self.hyper_.get("variance_factor", torch.ones(len(self.groups_), dtype=torch.float64)).numpy()
+        factor = self.gp_.variance_factor.numpy()
         return mean, var * np.concatenate([np.full(len(self.groups_[g]), factor[g]) for g in index])
 
     def _calibrate_percentiles(self, samples: list[Sample], disks: list[np.ndarray],
-                               seed: int = 0) -> dict[str, list[float]]:
+                               seed: int) -> dict[str, list[float]]:
         """Per percentile output, [bias, spread]: the mean log ratio of the solver's value to the percentile of
         the held-out predicted field on each training shape, and the relative std that, added to the
         first-order GP variance, gives those held-out errors unit mean square (see NumpyMMGP). Held out:
@@ -192,7 +191,7 @@ class MMGP:
         folds = self.settings.get("scalar_cv_folds", 0)
         if folds >= 2:
             for f in {f for f, _ in FIELD_PERCENTILES.values()}:
-                mean[:, columns[f]], var[:, columns[f]] = self._field_k_fold(f, folds, seed)
+                mean[:, columns[f]], var[:, columns[f]] = self._field_k_fold(columns[f], folds, seed)
         mean, var = mean * self.y_scaler_.std + self.y_scaler_.mean, var * self.y_scaler_.std**2
         common = PointLocator(self.common_disk_, self.common_triangles_)
         result = {}
