@@ -117,6 +117,12 @@ def targets(rows: list[dict], wall: dict) -> dict[str, dict]:
                                       "met": (wall.get("peak_rss_mib") or 1e9) <= 6 * 1024},
         "inference_under_50_ms": {"value": g("prose", "inference_ms_per_trajectory"),
                                   "met": (g("prose", "inference_ms_per_trajectory") or 1e9) < 50},
+        # the refined path: decoded equation, numbers re-fitted, its own forecast (predict(refine=True,
+        # trajectory="equation"))
+        "refined_clean_2-4_median_at_most_5pct": {"value": g("prose_refined", "rel_l2_clean_2-4_median"),
+                                                  "met": (g("prose_refined", "rel_l2_clean_2-4_median") or 1) <= 0.05},
+        "refined_inference_under_50_ms": {"value": g("prose_refined", "inference_ms_per_trajectory"),
+                                          "met": (g("prose_refined", "inference_ms_per_trajectory") or 1e9) < 50},
     }
     return out
 
@@ -214,7 +220,7 @@ def report(args, rows: list[dict], runs: dict) -> None:
                           "rhs_rel_l2_median", "skeleton_match"], METHODS))
     print("\n== cost ==")
     print(table(main_rows, ["parameters", "train_steps", "train_seconds", "inference_ms_per_trajectory",
-                            "operator_ms_per_trajectory"]))
+                            "operator_ms_per_trajectory", "refine_ms_per_trajectory"]))
 
     result = write(args, rows, runs)
     print("\n== targets of the issue ==")

@@ -386,12 +386,21 @@ class ProsePipeline(Pipeline):
         n = min(20, len(a))
         for name, sur in models.items():
             sur.model_.to("cpu")
-            sur.predict(t_obs, u_noisy[0, a.obs.numpy()], t_q)  # warm-up
-            started = time.perf_counter()
-            for i in range(n):
-                sur.predict(t_obs, u_noisy[i, a.obs.numpy()], t_q)
-            rows.append(metric_row(name, "inference_ms_per_trajectory", 1e3 * (time.perf_counter() - started) / n,
-                                   unit="ms", note="one trajectory per call, 128 query times, decoding included, CPU"))
+            # the fused model reads the test set's skeleton, as in the evaluation
+            skeletons = [(VOCABULARY.decode(a.skeleton[i]) or None) if sur.model_.cfg.symbols else None
+                         for i in range(n)]
+            paths = [(name, {}, "decoding included")]
+            if sur.model_.cfg.symbols:
+                paths.append((REFINED, {"refine": True, "trajectory": "equation"},
+                              "decoding, refinement and the refined equation's forecast"))
+            for method, options, what in paths:
+                sur.predict(t_obs, u_noisy[0, a.obs.numpy()], t_q, skeletons[0], **options)  # warm-up
+                started = time.perf_counter()
+                for i in range(n):
+                    sur.predict(t_obs, u_noisy[i, a.obs.numpy()], t_q, skeletons[i], **options)
+                rows.append(metric_row(method, "inference_ms_per_trajectory",
+                                       1e3 * (time.perf_counter() - started) / n, unit="ms",
+                                       note=f"one trajectory per call, 128 query times, {what}, CPU"))
             model, obs = sur.model_, a.obs.numpy()
             with torch.no_grad():
                 started = time.perf_counter()

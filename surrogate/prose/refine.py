@@ -40,7 +40,8 @@ import numpy as np
 from scipy.integrate import cumulative_trapezoid
 from scipy.signal import savgol_filter
 
-from surrogate.prose.baselines import group_by_tree, rk4
+from surrogate.prose.baselines import group_by_tree
+from surrogate.prose.compiled import CompiledSystem
 from surrogate.prose.odes import N_TIMES, SUBSTEPS, T_END
 from surrogate.prose.symbols import System, bind, compile_system
 
@@ -171,15 +172,19 @@ def _weak_form_step(field, t: np.ndarray, u_obs: np.ndarray, u_smooth: np.ndarra
     return solution[:, :k]
 
 
-def _simulate(field, c: np.ndarray, u0: np.ndarray, t: np.ndarray, max_step: float = _MAX_STEP) -> np.ndarray:
+def _compiled(shape: System, k: int) -> CompiledSystem:
+    return CompiledSystem(shape, [f"c{j}" for j in range(k)])
+
+
+def _simulate(system: CompiledSystem, c: np.ndarray, u0: np.ndarray, t: np.ndarray,
+              max_step: float = _MAX_STEP) -> np.ndarray:
     """Each row's system integrated from its own start on the observation grid: (R, N, d), NaN where it diverged."""
-    params = {f"c{k}": c[:, k] for k in range(c.shape[1])}
     substeps = max(4, int(np.ceil((t[1] - t[0]) / max_step)))
-    return rk4(lambda u: field(u, params), u0, t, substeps)
+    return system.integrate(c, u0, t, substeps)
 
 
-def _trajectory_jacobian(field, c: np.ndarray, u0: np.ndarray, t: np.ndarray, numbers_free: bool = True,
-                         max_step: float = _MAX_STEP) -> tuple[np.ndarray, np.ndarray]:
+def _trajectory_jacobian(system: CompiledSystem, c: np.ndarray, u0: np.ndarray, t: np.ndarray,
+                         numbers_free: bool = True, max_step: float = _MAX_STEP) -> tuple[np.ndarray, np.ndarray]:
     """Trajectory (G, N, d) and its forward-difference derivatives in (numbers, start state): (G, N*d, K+d).
     With `numbers_free` False only the start state is moved (the numbers' columns stay zero)."""
     g, k = c.shape
@@ -190,7 +195,7 @@ def _trajectory_jacobian(field, c: np.ndarray, u0: np.ndarray, t: np.ndarray, nu
     batch = np.repeat(theta[:, None], len(moved) + 1, axis=1)  # row 0 unperturbed, row 1 + i moves parameter i
     batch[:, 1 + np.arange(len(moved)), moved] += h
     flat = batch.reshape(-1, k + d)
-    sims = _simulate(field, flat[:, :k], flat[:, k:], t, max_step).reshape(g, len(moved) + 1, len(t) * d)
+    sims = _simulate(system, flat[:, :k], flat[:, k:], t, max_step).reshape(g, len(moved) + 1, len(t) * d)
     jac = np.zeros((g, len(t) * d, k + d))
     jac[:, :, moved] = np.swapaxes((sims[:, 1:] - sims[:, :1]) / h[:, :, None], 1, 2)
     return sims[:, 0].reshape(g, len(t), d), jac
@@ -218,7 +223,7 @@ def _levenberg_marquardt_step(jac: np.ndarray, residual: np.ndarray, c: np.ndarr
     return np.where(np.isfinite(step), step, 0.0)
 
 
-def _match_trajectories(field, t: np.ndarray, u_obs: np.ndarray, center: np.ndarray, basis: np.ndarray,
+def _match_trajectories(system: CompiledSystem, t: np.ndarray, u_obs: np.ndarray, center: np.ndarray, basis: np.ndarray,
                         prior_sd: np.ndarray, start: np.ndarray, steps: int,
                         max_step: float = _MAX_STEP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Levenberg-Marquardt on the observed trajectory, in the numbers' coordinates x and the start state.
@@ -240,7 +245,7 @@ def _match_trajectories(field, t: np.ndarray, u_obs: np.ndarray, center: np.ndar
 
     free = bool(np.any(basis))
     damping = np.full(g, 1e-2)
-    sim, jac = _trajectory_jacobian(field, numbers(theta), theta[:, k:], t, free, max_step)
+    sim, jac = _trajectory_jacobian(system, numbers(theta), theta[:, k:], t, free, max_step)
     noise_var = np.maximum(np.mean((sim - u_obs) ** 2, axis=(1, 2)), 1e-12)
     for _ in range(steps):
         current = _posterior_cost(sim, u_obs, theta[:, :k], zero, prior_sd, noise_var)
@@ -253,7 +258,7 @@ def _match_trajectories(field, t: np.ndarray, u_obs: np.ndarray, center: np.ndar
         whitened = np.where(live[:, None, None], jac_x, 0.0) / scale[:, None, None]
         trial = theta + _levenberg_marquardt_step(whitened, residual, theta[:, :k], zero, prior_sd, damping)
         # the trial's trajectory and its Jacobian in one batch: an accepted trial needs no second integration
-        sim_trial, jac_trial = _trajectory_jacobian(field, numbers(trial), trial[:, k:], t, free, max_step)
+        sim_trial, jac_trial = _trajectory_jacobian(system, numbers(trial), trial[:, k:], t, free, max_step)
         better = live & (_posterior_cost(sim_trial, u_obs, trial[:, :k], zero, prior_sd, noise_var) < current)
         theta[better], sim[better], jac[better] = trial[better], sim_trial[better], jac_trial[better]
         damping = np.where(better, damping / 3, damping * 4)
@@ -298,6 +303,24 @@ def _models(k: int, candidates: tuple[tuple[int, ...], ...]):
             yield shared, free, [i for i in singles if i not in free]
 
 
+def _model_table(k: int, candidates: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every model of ``_models`` as arrays: shared (M, C) and free (M, K) masks, and the source of each
+    column (M, K): candidate group j is source j, single number i is source C + i, -1 pads."""
+    models = list(_models(k, candidates))
+    shared = np.zeros((len(models), len(candidates)), dtype=bool)
+    free = np.zeros((len(models), k), dtype=bool)
+    source = np.full((len(models), k), -1)
+    for m, (groups, singles, _) in enumerate(models):
+        columns = [candidates.index(c) for c in groups] + [len(candidates) + i for i in singles]
+        shared[m, columns[:len(groups)]] = True
+        free[m, singles] = True
+        source[m, :len(columns)] = columns
+    return shared, free, source
+
+
+_ROWS_TIMES_MODELS = 1 << 15  # bounds the (models, rows, K, K) arrays of one chunk to ~30 MB
+
+
 def _choose_models(whitened: np.ndarray, fitted: np.ndarray, decoded: np.ndarray, candidates, options: Refinement
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The model of the numbers with the largest evidence in the linearised misfit, per row (rows share candidates).
@@ -315,58 +338,62 @@ def _choose_models(whitened: np.ndarray, fitted: np.ndarray, decoded: np.ndarray
     ``p_exact`` by the number's significant digits for "exact as written", ``p_shared`` for a group
     being one parameter. So a number is freed (or a group merged) only if the data ask for it by more
     than its Occam factor. Returns center (G, K), basis (G, K, K) and prior_sd (G, K) for the refit.
+
+    All models are scored in one batch (a models axis; a model with fewer than K columns is padded
+    with zero columns of prior sd 1, which add nothing to the evidence), rows in chunks that bound memory.
     """
     g_rows, k = decoded.shape
+    shared, free, source = _model_table(k, candidates)
+    chunk = max(1, _ROWS_TIMES_MODELS // len(source))
+    if g_rows > chunk:
+        parts = [_choose_models(whitened[i:i + chunk], fitted[i:i + chunk], decoded[i:i + chunk], candidates, options)
+                 for i in range(0, g_rows, chunk)]
+        return tuple(np.concatenate(p) for p in zip(*parts))
+    n_groups = len(candidates)
     normal = np.einsum("gri,grj->gij", whitened, whitened)
     a_cc, a_cs, a_ss = normal[:, :k, :k], normal[:, :k, k:], normal[:, k:, k:]
-    eye_k = np.eye(k)[None]
     with np.errstate(all="ignore"):
         a = a_cc - a_cs @ np.linalg.solve(a_ss + 1e-9 * np.eye(a_ss.shape[1])[None], np.swapaxes(a_cs, 1, 2))
     full_sd = options.prior_scale * np.maximum(np.abs(decoded), 1e-2)
-    grad = np.einsum("gij,gj->gi", a + eye_k / full_sd[:, :, None] ** 2, fitted - decoded)
+    grad = np.einsum("gij,gj->gi", a + np.eye(k)[None] / full_sd[:, :, None] ** 2, fitted - decoded)
     digits = np.minimum(significant_digits(decoded), len(options.p_exact))
     p_exact = np.asarray(options.p_exact)[digits - 1]
     log_exact, log_free = np.log(p_exact), np.log1p(-p_exact)
     sign = np.where(decoded < 0, -1.0, 1.0)
-    best = np.full(g_rows, -np.inf)
-    center, basis, prior_sd = decoded.copy(), np.repeat(eye_k, g_rows, axis=0), full_sd.copy()
-    for shared, free, fixed in _models(k, candidates):
-        c0, columns, scales = decoded.copy(), [], []
-        log_prior = np.sum(log_exact[:, fixed], axis=1) + np.sum(log_free[:, free], axis=1)
-        for group in candidates:
-            if group in shared:
-                size = np.mean(np.abs(decoded[:, group]), axis=1)
-                c0[:, group] = sign[:, group] * size[:, None]
-                column = np.zeros((g_rows, k))
-                column[:, group] = sign[:, group]
-                columns.append(column)
-                scales.append(options.prior_scale * np.maximum(size, 1e-2))
-                log_prior += np.log(options.p_shared) + np.sum(log_free[:, group], axis=1)
-            else:
-                log_prior += np.log1p(-options.p_shared)
-        for i in free:
-            columns.append(eye_k[0, i][None].repeat(g_rows, axis=0))
-            scales.append(full_sd[:, i])
-        e = c0 - decoded
-        ae = np.einsum("gij,gj->gi", a, e)
-        log_z = -0.5 * np.einsum("gi,gi->g", e, ae) + np.einsum("gi,gi->g", e, grad) + log_prior
-        if columns:
-            lm = np.stack(columns, axis=2)  # (G, K, U)
-            sd = np.stack(scales, axis=1)
-            b = np.einsum("gku,gk->gu", lm, grad - ae)
-            m = np.swapaxes(lm, 1, 2) @ a @ lm + np.eye(len(columns))[None] / sd[:, :, None] ** 2
-            with np.errstate(all="ignore"):
-                log_z += 0.5 * (np.einsum("gu,gu->g", b, np.linalg.solve(m, b[..., None])[..., 0])
-                                - np.linalg.slogdet(m)[1]) - np.sum(np.log(sd), axis=1)
-        better = np.isfinite(log_z) & (log_z > best)
-        if better.any():
-            best[better] = log_z[better]
-            center[better] = c0[better]
-            basis[better] = 0.0
-            prior_sd[better] = 1.0
-            for u, (column, scale) in enumerate(zip(columns, scales)):
-                basis[better, :, u] = column[better]
-                prior_sd[better, u] = scale[better]
+    # per source (the groups, then the single numbers): its column of L (G, K) and its prior sd (G,)
+    member = np.zeros((n_groups + k, k))
+    for j, group in enumerate(candidates):
+        member[j, list(group)] = 1.0
+    member[n_groups:] = np.eye(k)
+    size = member[:n_groups] @ np.abs(decoded).T / np.maximum(member[:n_groups].sum(1, keepdims=True), 1)  # (C, G)
+    column = member[:, None, :] * np.concatenate([np.repeat(sign[None], n_groups, 0), np.ones((k, g_rows, k))])
+    scale = np.concatenate([options.prior_scale * np.maximum(size, 1e-2), full_sd.T])  # (C + K, G)
+    pad = source < 0
+    lm = np.where(pad[:, None, None, :], 0.0, np.moveaxis(column[source], 1, 3))  # (M, G, K, U)
+    sd = np.where(pad[:, None, :], 1.0, np.moveaxis(scale[source], 2, 1))  # (M, G, U)
+    # a shared group starts from its numbers' mean magnitude, every other number from its decoded value
+    grouped = member[:n_groups].T @ size  # (K, G): the group's size at its members, 0 elsewhere
+    in_shared = shared.astype(float) @ member[:n_groups]  # (M, K)
+    c0 = np.where(in_shared[:, None, :] > 0, sign[None] * grouped.T[None], decoded[None])  # (M, G, K)
+    fixed = ~free & ~(in_shared > 0)
+    group_log_free = (member[:n_groups] @ log_free.T).T  # (G, C)
+    log_prior = fixed @ log_exact.T + free @ log_free.T + shared @ (np.log(options.p_shared) + group_log_free).T \
+        + (~shared).astype(float).sum(1, keepdims=True) * np.log1p(-options.p_shared)
+    e = c0 - decoded[None]
+    ae = np.einsum("gij,mgj->mgi", a, e)
+    b = np.einsum("mgku,mgk->mgu", lm, grad[None] - ae)
+    precision = np.einsum("mgki,gkl,mglu->mgiu", lm, a, lm) + np.eye(k) / sd[..., None] ** 2
+    with np.errstate(all="ignore"):
+        log_z = (-0.5 * np.einsum("mgi,mgi->mg", e, ae) + np.einsum("mgi,gi->mg", e, grad) + log_prior
+                 + 0.5 * (np.einsum("mgu,mgu->mg", b, np.linalg.solve(precision, b[..., None])[..., 0])
+                          - np.linalg.slogdet(precision)[1]) - np.sum(np.log(sd), axis=2))
+    log_z = np.where(np.isfinite(log_z), log_z, -np.inf)
+    best = np.argmax(log_z, axis=0)  # the first of equals, as a loop over the models would keep
+    rows = np.arange(g_rows)
+    found = np.isfinite(log_z[best, rows])
+    center = np.where(found[:, None], c0[best, rows], decoded)
+    basis = np.where(found[:, None, None], lm[best, rows], np.eye(k)[None])
+    prior_sd = np.where(found[:, None], sd[best, rows], full_sd)
     return center, basis, prior_sd
 
 
@@ -377,6 +404,7 @@ def _refine_group(shape: System, t: np.ndarray, u_obs: np.ndarray, u_smooth: np.
         return decoded
     field = compile_system(shape)
     g, k = decoded.shape
+    system = _compiled(shape, k)
     c = decoded.copy()
     for _ in range(options.weak_form_iterations):
         step = _weak_form_step(field, t, u_obs, u_smooth, c, decoded, options.ridge)
@@ -387,7 +415,7 @@ def _refine_group(shape: System, t: np.ndarray, u_obs: np.ndarray, u_smooth: np.
         start = np.concatenate([c - decoded, u_obs[:, 0]], axis=1)
         full_sd = options.prior_scale * np.maximum(np.abs(decoded), 1e-2)
         basis = np.repeat(np.eye(k)[None], g, axis=0)
-        c, whitened, _ = _match_trajectories(field, t, u_obs, decoded, basis, full_sd, start,
+        c, whitened, _ = _match_trajectories(system, t, u_obs, decoded, basis, full_sd, start,
                                              options.trajectory_steps)
         if options.select_numbers and k <= _MAX_SELECTED:
             ok = np.all(np.isfinite(whitened), axis=(1, 2)) & np.all(np.isfinite(c), axis=1)
@@ -401,7 +429,7 @@ def _refine_group(shape: System, t: np.ndarray, u_obs: np.ndarray, u_smooth: np.
                 norm = np.maximum(np.sum(basis ** 2, axis=1), 1e-300)
                 x = np.einsum("gku,gk->gu", basis, c[rows] - center) / norm
                 start = np.concatenate([x, u_obs[rows, 0]], axis=1)
-                c[rows] = _match_trajectories(field, t, u_obs[rows], center, basis, sd, start,
+                c[rows] = _match_trajectories(system, t, u_obs[rows], center, basis, sd, start,
                                               options.trajectory_steps)[0]
     with np.errstate(all="ignore"):
         finite = np.all(np.isfinite(_field_on_samples(field, u_smooth, c)), axis=(1, 2))
@@ -472,11 +500,11 @@ def forecast(systems: Sequence[System | None], t: np.ndarray, u: np.ndarray, t_q
         idx = valid[rows]
         field = compile_system(shape)
         g, k = numbers.shape
+        system = _compiled(shape, k)
         start = np.concatenate([np.zeros((g, k)), u[idx, 0]], axis=1)
-        state = _match_trajectories(field, t, u[idx], numbers, np.zeros((g, k, k)), np.ones((g, k)), start,
+        state = _match_trajectories(system, t, u[idx], numbers, np.zeros((g, k, k)), np.ones((g, k)), start,
                                     steps, _FORECAST_STEP)[2]
-        params = {f"c{j}": numbers[:, j] for j in range(k)}
-        path = rk4(lambda x, field=field, params=params: field(x, params), state, grid, substeps=1)
+        path = system.integrate(numbers, state, grid, substeps=1)
         with np.errstate(all="ignore"):
             slopes = _field_on_samples(field, path, numbers)
         bad = ~np.all(np.isfinite(path) & np.isfinite(slopes), axis=2)  # (G, T): diverged from there on
