@@ -1,5 +1,6 @@
 """Logic of the explorer's PROSE page (no Streamlit here): one trajectory of a chosen ODE family,
-the model's forecast and decoded equation beside the truth."""
+the model's forecast and decoded equation beside the truth, and the decoded equation with its numbers
+re-fitted to the observations (``predict(..., refine=True, trajectory="equation")``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ class Exploration:
     decoded_equation: list[Any] | None
     errors: dict[str, float]
     message: str = ""
+    refined: np.ndarray | None = None  # (Q, 3): the refined equation's own forecast (NaN where it diverged)
+    refined_equation: list[Any] | None = None
 
 
 def family_choices() -> dict[str, dict[str, Any]]:
@@ -43,8 +46,9 @@ def _relative_l2(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def explore(model, family_name: str, params: list[float], u0: list[float], noise: float, seed: int = 0,
-            with_skeleton: bool = True) -> Exploration:
-    """Simulate one trajectory, observe it on [0, 2] with noise, forecast (2, 6] and decode equations.
+            with_skeleton: bool = True, refine: bool = True) -> Exploration:
+    """Simulate one trajectory, observe it on [0, 2] with noise, forecast (2, 6] and decode equations;
+    with ``refine`` and a valid decoded equation also the refined equation and its forecast.
 
     Raises ValueError with a sentence when the inputs make no valid trajectory (it blows up)."""
     import sympy
@@ -69,10 +73,19 @@ def explore(model, family_name: str, params: list[float], u0: list[float], noise
     half = t_query <= 4.0 + 1e-12
     errors = {"rel_l2_(2,4]": _relative_l2(predicted[half], future[half]),
               "rel_l2_(4,6]": _relative_l2(predicted[~half], future[~half])}
+    refined = refined_eq = None
+    if refine and equations is not None:
+        refined, refined_eq = model.predict(times[obs], noisy[obs], t_query, skeleton=skeleton, refine=True,
+                                            trajectory="equation")
+        errors |= {"refined_rel_l2_(2,4]": _relative_l2(refined[half], future[half]),
+                   "refined_rel_l2_(4,6]": _relative_l2(refined[~half], future[~half])}
     true_eq = [sympy.simplify(e) for e in to_sympy(family.equation(params))]
+    valid = equations is None or all(e is not None for e in equations)
+    message = "" if valid else "The decoded tokens are not a valid expression for some components."
+    if valid and refined is not None and not np.isfinite(refined).all():
+        message = "The refined equation's forecast leaves |u| < 1000 (no values from there on)."
     return Exploration(times, truth, noisy[obs], times[obs], t_query, predicted, true_eq, equations, errors,
-                       "" if equations is None or all(e is not None for e in equations)
-                       else "The decoded tokens are not a valid expression for some components.")
+                       message, refined, refined_eq)
 
 
 def latex_system(equations: list[Any] | None) -> str:
@@ -94,8 +107,8 @@ def trajectory_frame(ex: Exploration):
 
     parts = []
     for series, t, u in (("truth", ex.times, ex.truth), ("observed (noisy)", ex.t_observed, ex.observed),
-                         ("PROSE", ex.t_query, ex.predicted)):
-        if u is None:
+                         ("PROSE", ex.t_query, ex.predicted), ("refined equation", ex.t_query, ex.refined)):
+        if u is None or not np.isfinite(u).any():
             continue
         for i in range(u.shape[1]):
             parts.append(pd.DataFrame({"time": t, "component": f"u_{i}", "series": series, "value": u[:, i]}))

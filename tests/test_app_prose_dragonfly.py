@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
@@ -56,6 +57,7 @@ def test_dragonfly_forecast_table_matches_the_run_metrics(dragonfly_smoke_run):
 def test_prose_page_forecasts_and_writes_equations(prose_smoke_run, results_with):
     results = results_with(prose_smoke_run)
     at = open_app(results, "prose")
+    # the smoke model writes no valid equation, so there is nothing to refine (see the stand-in test below)
     assert [m.label for m in at.metric] == ["relative L2 on (2, 4]", "relative L2 on (4, 6]"]
     assert at.latex and r"\dot u_0" in at.latex[0].value  # the true equation
     at.number_input(key="prose_u0_0").set_value(3.0).run()
@@ -69,7 +71,43 @@ def test_prose_exploration_reports_blow_ups_as_sentences(prose_smoke_run):
     import surrogate
 
     model = surrogate.load(prose_smoke_run)
-    ex = app_prose.explore(model, "lorenz", [10.0, 28.0, 8 / 3], [1.0, 0.5, -0.5], 0.0)
+    ex = app_prose.explore(model, "lorenz", [10.0, 28.0, 8 / 3], [1.0, 0.5, -0.5], 0.0, refine=False)
     assert ex.predicted.shape == (len(ex.t_query), 3) and set(ex.errors) == {"rel_l2_(2,4]", "rel_l2_(4,6]"}
+    assert ex.refined is None
     with pytest.raises(ValueError, match="leaves"):
         app_prose.explore(model, "lorenz", [10.0, 28.0, -30.0], [2.0, 2.0, 2.0], 0.0)
+
+
+class _EquationModel:
+    """Stands in for a trained fused model that decodes the true Lorenz equation: the page's wiring of the
+    refined path (its errors, its message when the forecast diverges) without training one."""
+
+    def __init__(self, diverge: bool):
+        from types import SimpleNamespace
+
+        from surrogate.prose.odes import FAMILIES
+        from surrogate.prose.symbols import to_sympy
+
+        self.model_ = SimpleNamespace(cfg=SimpleNamespace(symbols=True))
+        self.equation = to_sympy(FAMILIES["lorenz"].equation([10.0, 28.0, 8 / 3]))
+        self.diverge = diverge
+
+    def predict(self, t_obs, u_obs, t_query, skeleton=None, refine=False, trajectory="operator"):
+        from surrogate.prose.odes import FAMILIES, integrate
+
+        u = integrate(FAMILIES["lorenz"], np.array([[10.0, 28.0, 8 / 3]]), u_obs[:1], np.concatenate([t_obs, t_query]))
+        out = u[0, len(t_obs):] if refine else np.zeros((len(t_query), 3))
+        if refine and self.diverge:
+            out[len(out) // 2:] = np.nan
+        return out, self.equation
+
+
+@pytest.mark.parametrize("diverge", [False, True])
+def test_prose_exploration_shows_the_refined_equation_and_its_forecast(diverge):
+    ex = app_prose.explore(_EquationModel(diverge), "lorenz", [10.0, 28.0, 8 / 3], [1.0, 0.5, -0.5], 0.0)
+    assert ex.refined.shape == ex.predicted.shape and ex.refined_equation is not None
+    assert ex.errors["rel_l2_(2,4]"] == pytest.approx(1.0)  # the stand-in's operator output is zero
+    assert ex.errors["refined_rel_l2_(2,4]"] < 1e-3  # the true equation from the (noise-free) first state
+    assert ("leaves |u| < 1000" in ex.message) == diverge
+    assert np.isnan(ex.errors["refined_rel_l2_(4,6]"]) == diverge
+    assert "refined equation" in set(app_prose.trajectory_frame(ex)["series"])
