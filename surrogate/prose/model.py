@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from surrogate.prose.symbols import BOS, MAX_TOKENS, PLACEHOLDER, VOCABULARY
 
@@ -179,29 +180,52 @@ class ProseModel(nn.Module):
         logits = None if text is None or target_in is None else self.symbol_logits(text, text_pad, target_in)
         return u, logits
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode(self, text: torch.Tensor, text_pad: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
         """Greedy decoding from <BOS>; (B, L) ids ending in <EOS> (or cut at max_len).
 
-        Incremental: each layer keeps the normalised inputs of the positions already written, so a step
-        costs one token per layer instead of re-running the whole prefix (the decoder is causal and
-        pre-norm, so earlier positions never change). ``symbol_logits`` gives the same tokens, slower.
+        Incremental: each layer keeps the attention keys and values of the positions already written and
+        of the text, so a step costs one token per layer instead of re-running the whole prefix (the
+        decoder is causal and pre-norm, so earlier positions never change). ``symbol_logits`` gives the
+        same tokens, slower.
         """
         max_len = max_len or self.cfg.max_len
-        b = text.shape[0]
+        b, heads, width = text.shape[0], self.cfg.heads, self.cfg.width
         out = torch.full((b, 1), VOCABULARY.bos_id, dtype=torch.long, device=text.device)
         done = torch.zeros(b, dtype=torch.bool, device=text.device)
         layers = self.symbol_decoder.layers
-        cache: list[torch.Tensor | None] = [None] * len(layers)
+        # the layers' own attention weights, applied with projected keys and values kept between steps: the
+        # text's once for all steps, each written position's once when it is written
+        text_keys, text_values = [], []
+        for layer in layers:
+            _, w_k, w_v = layer.multihead_attn.in_proj_weight.chunk(3)
+            _, b_k, b_v = layer.multihead_attn.in_proj_bias.chunk(3)
+            text_keys.append(_split_heads(F.linear(text, w_k, b_k), heads))
+            text_values.append(_split_heads(F.linear(text, w_v, b_v), heads))
+        text_mask = ~text_pad[:, None, None, :]  # True where a text position may be attended to
+        cross_query = [(layer.multihead_attn.in_proj_weight[:width], layer.multihead_attn.in_proj_bias[:width])
+                       for layer in layers]
+        keys: list[torch.Tensor | None] = [None] * len(layers)
+        values: list[torch.Tensor | None] = [None] * len(layers)
+        def norm(layer_norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:  # functional: no module call per step
+            return F.layer_norm(x, layer_norm.normalized_shape, layer_norm.weight, layer_norm.bias, layer_norm.eps)
+
         for step in range(max_len - 1):
             x = self.token_embedding(out[:, -1:]) * math.sqrt(self.cfg.width) + self.positions[step:step + 1]
             for k, layer in enumerate(layers):
-                h = layer.norm1(x)
-                cache[k] = h if cache[k] is None else torch.cat([cache[k], h], dim=1)
-                x = x + layer.self_attn(h, cache[k], cache[k], need_weights=False)[0]
-                x = x + layer.multihead_attn(layer.norm2(x), text, text, key_padding_mask=text_pad,
-                                             need_weights=False)[0]
-                x = x + layer._ff_block(layer.norm3(x))
+                attn, cross = layer.self_attn, layer.multihead_attn
+                q, key, value = F.linear(norm(layer.norm1, x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+                key, value = _split_heads(key, heads), _split_heads(value, heads)
+                keys[k] = key if keys[k] is None else torch.cat([keys[k], key], dim=2)
+                values[k] = value if values[k] is None else torch.cat([values[k], value], dim=2)
+                a = F.scaled_dot_product_attention(_split_heads(q, heads), keys[k], values[k])
+                x = x + F.linear(_merge_heads(a), attn.out_proj.weight, attn.out_proj.bias)
+                q = F.linear(norm(layer.norm2, x), *cross_query[k])
+                a = F.scaled_dot_product_attention(_split_heads(q, heads), text_keys[k], text_values[k],
+                                                   attn_mask=text_mask)
+                x = x + F.linear(_merge_heads(a), cross.out_proj.weight, cross.out_proj.bias)
+                h = F.gelu(F.linear(norm(layer.norm3, x), layer.linear1.weight, layer.linear1.bias))
+                x = x + F.linear(h, layer.linear2.weight, layer.linear2.bias)
             logits = (self.symbol_decoder.norm(x[:, 0]) @ self.token_embedding.weight.T).masked_fill(
                 self.banned, float("-inf"))
             nxt = logits.argmax(-1).masked_fill(done, self.cfg.pad_id)
@@ -210,6 +234,18 @@ class ProseModel(nn.Module):
             if bool(done.all()):
                 break
         return out
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, L, W) -> (B, heads, L, W / heads)."""
+    b, length, w = x.shape
+    return x.view(b, length, heads, w // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, L, W / heads) -> (B, L, W)."""
+    b, heads, length, d = x.shape
+    return x.transpose(1, 2).reshape(b, length, heads * d)
 
 
 def relative_squared_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
