@@ -392,7 +392,7 @@ def _choose_models(whitened: np.ndarray, fitted: np.ndarray, decoded: np.ndarray
     e = c0 - decoded[None]
     ae = np.einsum("gij,mgj->mgi", a, e)
     b = np.einsum("mgku,mgk->mgu", lm, grad[None] - ae)
-    precision = np.einsum("mgki,gkl,mglu->mgiu", lm, a, lm) + np.eye(k) / sd[..., None] ** 2
+    precision = np.swapaxes(lm, 2, 3) @ a[None] @ lm + np.eye(k) / sd[..., None] ** 2
     with np.errstate(all="ignore"):
         log_z = (-0.5 * np.einsum("mgi,mgi->mg", e, ae) + np.einsum("mgi,gi->mg", e, grad) + log_prior
                  + 0.5 * (np.einsum("mgu,mgu->mg", b, np.linalg.solve(precision, b[..., None])[..., 0])
