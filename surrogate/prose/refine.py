@@ -245,8 +245,8 @@ def _match_trajectories(system: CompiledSystem, t: np.ndarray, u_obs: np.ndarray
     k = center.shape[1]
     theta, zero = start.copy(), np.zeros((g, k))
 
-    def numbers(th: np.ndarray) -> np.ndarray:
-        return center + np.einsum("gkj,gj->gk", basis, th[:, :k])
+    def numbers(th: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        return center[rows] + np.einsum("gkj,gj->gk", basis[rows], th[:, :k])
 
     free = bool(np.any(basis))
     damping = np.full(g, 1e-2)
@@ -264,8 +264,7 @@ def _match_trajectories(system: CompiledSystem, t: np.ndarray, u_obs: np.ndarray
         trial = theta[rows] + _levenberg_marquardt_step(whitened, residual, theta[rows, :k], zero[rows], prior_sd[rows],
                                                         damping[rows])
         # the trial's trajectory and its Jacobian in one batch: an accepted trial needs no second integration
-        trial_numbers = center[rows] + np.einsum("gkj,gj->gk", basis[rows], trial[:, :k])
-        sim_trial, jac_trial = _trajectory_jacobian(system, trial_numbers, trial[:, k:], t, free, max_step)
+        sim_trial, jac_trial = _trajectory_jacobian(system, numbers(trial, rows), trial[:, k:], t, free, max_step)
         cost = _posterior_cost(sim_trial, u_obs[rows], trial[:, :k], zero[rows], prior_sd[rows], noise_var[rows])
         better = cost < current[rows]
         taken = rows[better]
@@ -320,10 +319,10 @@ def _model_table(k: int, candidates: tuple[tuple[int, ...], ...]) -> tuple[np.nd
     shared = np.zeros((len(models), len(candidates)), dtype=bool)
     free = np.zeros((len(models), k), dtype=bool)
     source = np.full((len(models), k), -1)
-    for m, (groups, singles, _) in enumerate(models):
-        columns = [candidates.index(c) for c in groups] + [len(candidates) + i for i in singles]
+    for m, (groups, free_numbers, _) in enumerate(models):
+        columns = [candidates.index(c) for c in groups] + [len(candidates) + i for i in free_numbers]
         shared[m, columns[:len(groups)]] = True
-        free[m, singles] = True
+        free[m, free_numbers] = True
         source[m, :len(columns)] = columns
     return shared, free, source
 
