@@ -64,3 +64,17 @@ def test_number_selection_scores_rows_independently_of_how_they_are_chunked(monk
         alone = R._choose_models(whitened[i:i + 1], fitted[i:i + 1], decoded[i:i + 1], candidates, options)
         for a, b in zip(together, alone):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-12, atol=1e-12)
+
+
+def test_uneven_times_take_each_interval_in_its_own_steps():
+    family = FAMILIES["lorenz"]
+    params, u0 = family.nominal_values[None], np.array([[1.0, 0.5, -0.5]])
+    fine = time_grid()[:41]
+    compiled = CompiledSystem(family.system, family.parameter_names)
+    # every other point of the grid, then single points: 16 steps per double interval, 8 per single one
+    picks = np.concatenate([np.arange(0, 21, 2), np.arange(21, 41)])
+    substeps = np.where(np.diff(picks) == 2, 16, 8)
+    got = compiled.integrate(params, u0, fine[picks], substeps)
+    np.testing.assert_allclose(got, integrate(family, params, u0, fine, substeps=8)[:, picks], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        compiled.integrate(params, u0, fine[::-1], 8)

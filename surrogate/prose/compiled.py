@@ -111,7 +111,9 @@ def _field(code, numbers, starts, params, u, out, stack):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _rk4(code, numbers, starts, stack_size, params, u0, n_out, substeps, h, blow_up):
+def _rk4(code, numbers, starts, stack_size, params, u0, substeps, steps, blow_up):
+    """RK4 of every row over the output intervals: interval i in substeps[i] steps of length steps[i]."""
+    n_out = len(steps) + 1
     rows, d = u0.shape
     out = np.empty((rows, n_out, d))
     stack = np.empty(stack_size)
@@ -122,8 +124,9 @@ def _rk4(code, numbers, starts, stack_size, params, u0, n_out, substeps, h, blow
         out[r, 0] = u
         alive = True
         for n in range(1, n_out):
+            h = steps[n - 1]
             if alive:
-                for _ in range(substeps):
+                for _ in range(substeps[n - 1]):
                     _field(code, numbers, starts, p, u, k1, stack)
                     for j in range(d):
                         trial[j] = u[j] + 0.5 * h * k1[j]
@@ -154,19 +157,27 @@ class CompiledSystem:
         self.parameters = tuple(parameters)
         self.bytecode = bytecode(system, self.parameters)
 
-    def integrate(self, params: np.ndarray, u0: np.ndarray, times: np.ndarray, substeps: int) -> np.ndarray:
-        """params (R, K) in the order of ``parameters``, u0 (R, d), uniform times (T,) -> (R, T, d).
+    def integrate(self, params: np.ndarray, u0: np.ndarray, times: np.ndarray,
+                  substeps: int | np.ndarray) -> np.ndarray:
+        """params (R, K) in the order of ``parameters``, u0 (R, d), increasing times (T,) -> (R, T, d).
 
-        Classical RK4 with ``substeps`` steps per output interval; a row that leaves |u| < 1e3 or
-        becomes non-finite is NaN from then on (the same rule as the data generator).
+        Classical RK4 with ``substeps`` steps per output interval (one number, or one per interval for
+        uneven times); a row that leaves |u| < 1e3 or becomes non-finite is NaN from then on (the same
+        rule as the data generator). On an evenly spaced grid with one number of substeps every step has
+        the length of the first interval's, as in the numpy integrator.
         """
         u0 = np.ascontiguousarray(u0, dtype=float)
         params = np.ascontiguousarray(np.broadcast_to(params, (len(u0), len(self.parameters))), dtype=float)
         if u0.ndim != 2 or u0.shape[1] != self.dim:
             raise ValueError(f"u0: expected shape (R, {self.dim}), got {u0.shape}")
         times = np.asarray(times, dtype=float)
-        if times.ndim != 1 or len(times) < 1:
-            raise ValueError(f"times: expected a non-empty 1-D grid, got shape {times.shape}")
-        h = (times[1] - times[0]) / substeps if len(times) > 1 else 0.0
+        if times.ndim != 1 or len(times) < 1 or np.any(np.diff(times) <= 0):
+            raise ValueError(f"times: expected a non-empty, strictly increasing 1-D grid, got {times!r}")
+        intervals = np.diff(times)
+        counts = np.ascontiguousarray(np.broadcast_to(np.asarray(substeps, dtype=np.int64), intervals.shape))
+        if np.any(counts < 1):
+            raise ValueError(f"substeps: expected integers >= 1, got {substeps!r}")
+        even = len(intervals) > 0 and np.all(counts == counts[0]) and np.allclose(intervals, intervals[0], rtol=1e-9)
+        steps = np.full(len(intervals), intervals[0] / counts[0]) if even else intervals / counts
         code, numbers, starts, stack_size = self.bytecode
-        return _rk4(code, numbers, starts, stack_size, params, u0, len(times), int(substeps), float(h), BLOW_UP)
+        return _rk4(code, numbers, starts, stack_size, params, u0, counts, steps, BLOW_UP)

@@ -219,12 +219,11 @@ class ProseSurrogate:
 
         ``refine=False`` gives the decoder's faithful output. ``refine=True`` (or a
         ``surrogate.prose.refine.Refinement``) keeps each decoded tree and re-fits its numbers to all
-        the given observations (``surrogate.prose.refine``); its default, trajectory matching, needs
-        evenly spaced t_obs.
+        the given observations (``surrogate.prose.refine``), evenly spaced or not.
 
         ``trajectory="operator"`` returns the operator decoder's states; ``"equation"`` returns each
         decoded (with ``refine``, refined) equation integrated from the start state fitted to all the
-        observations (``surrogate.prose.refine.forecast``; evenly spaced t_obs, t_query >= t_obs[0];
+        observations (``surrogate.prose.refine.forecast``; t_query >= t_obs[0];
         NaN where the equation is invalid or diverges).
         """
         options = as_refinement(refine)

@@ -182,7 +182,8 @@ def _compiled(shape: System, k: int) -> CompiledSystem:
 def _simulate(system: CompiledSystem, c: np.ndarray, u0: np.ndarray, t: np.ndarray,
               max_step: float = _MAX_STEP) -> np.ndarray:
     """Each row's system integrated from its own start on the observation grid: (R, N, d), NaN where it diverged."""
-    substeps = max(4, int(np.ceil((t[1] - t[0]) / max_step)))
+    # per interval (times may be uneven); the tolerance keeps an even grid's rounding from adding a step
+    substeps = np.maximum(4, np.ceil(np.diff(t) / max_step - 1e-9).astype(int))
     return system.integrate(c, u0, t, substeps)
 
 
@@ -454,7 +455,7 @@ def refine_systems(systems: Sequence[System | None], t: np.ndarray, u: np.ndarra
     strictly increasing; u (B, N, d) observed (noisy) states. Returns new systems with the same trees.
     """
     options = options or Refinement()
-    t, u = _observations(systems, t, u, uniform=options.trajectory_steps > 0)
+    t, u = _observations(systems, t, u)
     out: list[System | None] = list(systems)
     valid = np.array([i for i, s in enumerate(systems) if s is not None], dtype=int)
     if len(valid) == 0:
@@ -468,7 +469,7 @@ def refine_systems(systems: Sequence[System | None], t: np.ndarray, u: np.ndarra
     return out
 
 
-def _observations(systems: Sequence[System | None], t, u, uniform: bool) -> tuple[np.ndarray, np.ndarray]:
+def _observations(systems: Sequence[System | None], t, u) -> tuple[np.ndarray, np.ndarray]:
     """t (N,) and u (B, N, d) as float arrays, checked against each other and the systems."""
     t = np.asarray(t, dtype=float)
     u = np.asarray(u, dtype=float)
@@ -477,9 +478,6 @@ def _observations(systems: Sequence[System | None], t, u, uniform: bool) -> tupl
                          f"{len(t)}, got {u.shape}")
     if len(t) < 3 or np.any(np.diff(t) <= 0):
         raise ValueError("t: expected at least 3 strictly increasing observation times")
-    if uniform and not _uniform(t):
-        raise ValueError("t: trajectory matching integrates on the observation grid and needs evenly spaced times; "
-                         "for uneven sampling use Refinement(weak_form_iterations=3, trajectory_steps=0)")
     return t, u
 
 
@@ -489,18 +487,19 @@ def forecast(systems: Sequence[System | None], t: np.ndarray, u: np.ndarray, t_q
 
     The numbers stay as given; Levenberg-Marquardt fits only the state at t[0] to the observed (noisy)
     trajectory, so the forecast starts from a state estimated from every observation instead of the
-    noisy last one. t (N,) evenly spaced observation times, u (B, N, d), t_query (Q,) times >= t[0].
+    noisy last one. t (N,) increasing observation times (evenly spaced or not), u (B, N, d), t_query (Q,)
+    times >= t[0].
     Returns (B, Q, d): RK4 at the data generator's step, cubic Hermite between its steps (the slopes are
     the field itself); NaN for a None system and from where an integration diverges.
     """
     from scipy.interpolate import CubicHermiteSpline
 
-    t, u = _observations(systems, t, u, uniform=True)
+    t, u = _observations(systems, t, u)
     t_query = np.asarray(t_query, dtype=float)
     if t_query.ndim != 1 or len(t_query) == 0 or not np.all(np.isfinite(t_query)) or t_query.min() < t[0]:
         raise ValueError(f"t_query: expected a 1-D array of finite times >= t[0] = {t[0]:g}")
     # the path is recorded at every RK4 step (the generator's step or finer), so the interpolation adds
-    # nothing visible; the observation times are on this grid
+    # nothing visible; evenly spaced observation times are on this grid
     step = (t[1] - t[0]) / int(np.ceil((t[1] - t[0]) / _FORECAST_STEP - 1e-9))
     grid = t[0] + step * np.arange(max(1, int(np.ceil((t_query.max() - t[0]) / step - 1e-9))) + 1)
     out = np.full((len(systems), len(t_query), u.shape[2]), np.nan)
