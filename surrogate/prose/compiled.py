@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from surrogate.prose.odes import BLOW_UP
-from surrogate.prose.symbols import _VARIABLE, BINARY, UNARY, InvalidExpression, Node, System
+from surrogate.prose.symbols import BINARY, UNARY, InvalidExpression, System, postfix
 
 # instruction set: (opcode, a, b)
 _VAR, _CONST, _PARAM = 0, 1, 2  # push u[a]; push numbers[a]; push numbers[b] * params[a]
@@ -32,38 +32,36 @@ class Bytecode(NamedTuple):
 
 
 def bytecode(system: System, parameters: Sequence[str]) -> Bytecode:
-    """Postfix instructions of a system; a parameter named ``parameters[j]`` reads column j of ``params``."""
+    """The systems' postfix instructions (``symbols.postfix``) as arrays; a parameter named
+    ``parameters[j]`` reads column j of ``params``."""
     column = {name: j for j, name in enumerate(parameters)}
     code: list[tuple[int, int, int]] = []
     numbers: list[float] = []
     starts, stack_size = [0], 1
-
-    def emit(n: Node, depth: int) -> int:  # returns the deepest stack this subtree needs
-        if n.op in _UNARY:
-            need = emit(n.children[0], depth)
-            code.append((_UNARY[n.op], 0, 0))
-            return need
-        if n.op in _BINARY:
-            need = max(emit(n.children[0], depth), emit(n.children[1], depth + 1))
-            code.append((_BINARY[n.op], 0, 0))
-            return need
-        if n.op == "const":
-            code.append((_CONST, len(numbers), 0))
-            numbers.append(n.value)
-        elif n.op == "param":
-            if n.name not in column:
-                raise InvalidExpression(f"parameter {n.name!r} has no column; known: {', '.join(parameters) or 'none'}")
-            code.append((_PARAM, column[n.name], len(numbers)))
-            numbers.append(n.value)
-        elif (m := _VARIABLE.fullmatch(n.op)) is not None:
-            code.append((_VAR, int(m.group(1)), 0))
-        else:
-            raise InvalidExpression(f"cannot evaluate node {n.op!r}: only numbers, variables and parameters "
-                                    "have values")
-        return depth + 1
-
     for tree in system:
-        stack_size = max(stack_size, emit(tree, 0))
+        depth = 0
+        for kind, arg in postfix(tree):
+            if kind == "var":
+                code.append((_VAR, arg, 0))
+            elif kind == "const":
+                code.append((_CONST, len(numbers), 0))
+                numbers.append(arg)
+            elif kind == "param":
+                name, factor = arg
+                if name not in column:
+                    known = ", ".join(parameters) or "none"
+                    raise InvalidExpression(f"parameter {name!r} has no column; known: {known}")
+                code.append((_PARAM, column[name], len(numbers)))
+                numbers.append(factor)
+            elif arg in _UNARY:
+                code.append((_UNARY[arg], 0, 0))
+                continue
+            else:
+                code.append((_BINARY[arg], 0, 0))
+                depth -= 1
+                continue
+            depth += 1
+            stack_size = max(stack_size, depth)
         starts.append(len(code))
     return Bytecode(np.array(code, dtype=np.int64).reshape(-1, 3), np.array(numbers, dtype=float),
                     np.array(starts, dtype=np.int64), stack_size)

@@ -378,10 +378,10 @@ def corrupt(terms: Terms, rng: np.random.Generator, p_add: float = 0.15, p_delet
 # ----------------------------------------------------------------------------- numeric evaluation
 
 
-def _program(tree: Node) -> list[tuple[str, object]]:
-    """Postfix instructions for the stack machine in ``_run``."""
+def postfix(tree: Node) -> list[tuple[str, object]]:
+    """Postfix instructions of a tree for a stack machine (``_run`` here, ``surrogate.prose.compiled``)."""
     if tree.op in UNARY or tree.op in BINARY:
-        code = [ins for child in tree.children for ins in _program(child)]
+        code = [ins for child in tree.children for ins in postfix(child)]
         return code + [("op", tree.op)]
     if tree.op == "const":
         return [("const", tree.value)]
@@ -416,7 +416,7 @@ def compile_system(system: System) -> Callable[..., np.ndarray]:
     ``params`` maps parameter names to numbers or arrays broadcasting against ``u[..., 0]``.
     Division by zero and overflow give inf/nan rather than warnings; callers check finiteness.
     """
-    programs = [_program(t) for t in system]
+    programs = [postfix(t) for t in system]
     dim = len(system)
 
     def vector_field(u: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
