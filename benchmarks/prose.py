@@ -176,7 +176,9 @@ def write(args, rows: list[dict], runs: dict) -> dict:
         "targets": targets(main_rows, runs.get("prose", {})),
         "note": ("The PROSE paper's ODE results table was not available (reference sheet), so `published` is "
                  "null. Clean-target errors are not comparable with the paper's noisy-target numbers."
-                 + (REEVALUATED_NOTE if args.reevaluate else "")),
+                 + (REEVALUATED_NOTE if args.reevaluate else "")
+                 + (f" All rows of {', '.join(args.renew)} come from the re-evaluation (--renew)." if args.renew
+                    else "")),
         "rows": rows,
     }
     write_json(args.out, result)
