@@ -57,6 +57,16 @@ def mmgp_smoke_run(smoke_results) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mmgp_hole_smoke_run(smoke_results) -> Path:
+    import torch
+
+    import surrogate
+
+    torch.set_num_threads(1)
+    return surrogate.run(CASES / "mmgp_hole.yaml", profile="smoke", results=smoke_results, quiet=True)
+
+
+@pytest.fixture(scope="session")
 def dragonfly_smoke_run(smoke_results) -> Path:
     import surrogate
 

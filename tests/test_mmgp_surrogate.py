@@ -165,6 +165,56 @@ def test_batched_posterior_matches_a_direct_solve_per_group():
         assert np.allclose(var[:, cols], (latent + noise)[:, None])
 
 
+@pytest.fixture(scope="module")
+def holed():
+    family = SpecimenFamily.from_file("meshes/specimen2d_hole.yaml").with_mesh_size((0.05, 0.06))
+    shapes = [draw_specimen(family, np.random.default_rng(i)) for i in range(5)]
+    return shapes, [mesh_specimen(shape) for shape in shapes]
+
+
+def test_hole_family_draws_one_hole_with_room_around_it(holed):
+    from surrogate.mmgp.geometry import _narrowest_ligament
+    from surrogate.mmgp.morphing import boundary_loops
+
+    shapes, meshes = holed
+    for shape, (nodes, tris) in zip(shapes, meshes):
+        assert len(boundary_loops(tris)) == 2
+        assert _narrowest_ligament(shape) >= shape.family.hole_margin
+        assert len(shape.parameters()) == 2 * shape.family.modes + 6 + 6  # sides, notches, the hole
+    # a family without holes keeps the settings, and so the cached data, it had before holes existed
+    assert "holes" not in SpecimenFamily.from_file("meshes/specimen2d.yaml").settings()
+
+
+def _distance_to_polylines(points, polylines):
+    a = np.concatenate([p[:-1] for p in polylines])
+    b = np.concatenate([p[1:] for p in polylines])
+    ab, ap = b - a, points[:, None] - a[None]
+    t = np.clip((ap * ab).sum(-1) / (ab * ab).sum(-1), 0, 1)
+    return np.linalg.norm(ap - t[..., None] * ab, axis=-1).min(1)
+
+
+def test_rbf_morphing_carries_each_boundary_loop_onto_the_reference_without_folding(holed, specimen):
+    from surrogate.mmgp.morphing import ReferenceShape, boundary_loops, corner_nodes
+
+    _, meshes = holed
+    ref_nodes, ref_tris = meshes[0]
+    ref = ReferenceShape(ref_nodes, ref_tris)
+    assert np.allclose(ref.morph(ref_nodes, ref_tris), ref_nodes, atol=1e-12)  # the reference onto itself
+    ref_corners = ref_nodes[boundary_loops(ref_tris)[0][corner_nodes(ref_nodes, boundary_loops(ref_tris)[0])]]
+    for nodes, tris in meshes[1:]:
+        out = ref.morph(nodes, tris)
+        assert signed_areas(out, tris).min() > 0
+        loops = boundary_loops(tris)
+        boundary = np.concatenate(loops)
+        assert _distance_to_polylines(out[boundary], [*ref.segments, *ref.hole_loops]).max() < 1e-9
+        outer = max(loops, key=len)
+        assert np.allclose(np.sort(out[outer[corner_nodes(nodes, outer)]], 0), np.sort(ref_corners, 0))
+    # a scaled and shifted copy has the same arc-length fractions, and the splines' linear part undoes it exactly
+    assert np.allclose(ref.morph(1.1 * ref_nodes + [0.3, -0.2], ref_tris), ref_nodes, atol=1e-9)
+    with pytest.raises(MeshError, match="0 hole"):
+        ref.morph(*specimen)
+
+
 def test_bad_meshes_get_clear_errors(specimen):
     nodes, tris = specimen
     with pytest.raises(MeshError, match="hole"):
@@ -362,6 +412,30 @@ def test_smoke_case_runs_saves_loads_and_predicts_on_a_user_mesh(mmgp_smoke_run,
         load_case("cases/mmgp.yaml", "smoke", ["surrogate.restarts=0"])
     with pytest.raises(CaseError, match="allowed here"):
         load_case("cases/mmgp.yaml", "smoke", ["physics.viscosity=1"])
+
+
+def test_hole_case_morphs_by_rbf_and_predicts_with_numpy_alone(mmgp_hole_smoke_run, mmgp_smoke_run):
+    import surrogate
+    from surrogate.mmgp.data import read_split
+    from surrogate.mmgp.numpy_mmgp import NumpyMMGP
+
+    rows = surrogate.core.store.RunFolder(mmgp_hole_smoke_run).metrics()["rows"]
+    errors = {r["method"]: r["value"] for r in rows if r["metric"] == "rrmse_mean"}
+    assert set(errors) == {"mmgp_improved", "mmgp_authors_settings_rbf", "oracle_gp", "gnn"}
+    assert np.isfinite(list(errors.values())).all()
+    model = surrogate.load(mmgp_hole_smoke_run)
+    s = read_split(mmgp_hole_smoke_run / "data", "test", 1)[0]
+    want = model.predict_arrays(s.nodes, s.triangles, s.inputs)
+    got = NumpyMMGP(model.to_arrays()).predict(s.nodes, s.triangles, s.inputs)  # numpy GP posterior, rbf morphing
+    for name, (mean, std) in want["fields"].items():
+        assert np.allclose(got["fields"][name][0], mean, rtol=1e-8, atol=1e-10 * np.abs(mean).max())
+        assert np.allclose(got["fields"][name][1], std, rtol=1e-8, atol=1e-10 * np.abs(std).max())
+    # each model refuses the other topology, saying why
+    disk_shape = read_split(mmgp_smoke_run / "data", "test", 1)[0]
+    with pytest.raises(MeshError, match="0 hole"):
+        model.predict_arrays(disk_shape.nodes, disk_shape.triangles, disk_shape.inputs)
+    with pytest.raises(MeshError, match="hole"):
+        surrogate.load(mmgp_smoke_run).predict_arrays(s.nodes, s.triangles, s.inputs)
 
 
 def test_plaid_metrics_normalise_each_sample_by_its_own_size_and_peak():

@@ -123,7 +123,7 @@ def write_vtu(path: Path, nodes: np.ndarray, triangles: np.ndarray, fields: dict
 def generate(out: Path, seed: int, family: SpecimenFamily, physics: dict[str, Any], counts: dict[str, int],
              executor="local", workers: int = 1, log=print, fmt: str = "netcdf") -> None:
     """Solve every missing sample of every split into `out` (one solver task per sample)."""
-    family_dict = dict(family.__dict__)
+    family_dict = family.settings()
     tasks = [{"split": split, "index": i, "seed": seed, "family": family_dict, "physics": physics}
              for split in SPLITS for i in range(counts[split])]
     todo = [t for t in tasks if not data_path(out / f"{sample_name(t['split'], t['index'])}.nc")]

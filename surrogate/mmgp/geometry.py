@@ -1,4 +1,4 @@
-"""Specimens with random smooth sides and notches, meshed with gmsh.
+"""Specimens with random smooth sides, notches and optionally an elliptic hole, meshed with gmsh.
 
 The generator's parameters (Fourier coefficients of the sides, notch positions) are kept with each
 sample only for the oracle baseline; the surrogate itself sees nothing but the mesh.
@@ -16,6 +16,8 @@ from surrogate.mmgp.morphing import signed_areas
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_NOTCHES = 2
+MAX_HOLES = 1
+HOLE_KEYS = ("holes", "hole_radius", "hole_aspect", "hole_x", "hole_y", "hole_margin")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,15 @@ class SpecimenFamily:
     min_width: float = 0.35
     boundary_points: int = 240
     mesh_size: tuple[float, float] = (0.021, 0.026)
+    # an elliptic hole (a shape that is no longer a topological disk): count, mean semi-axis, minor / major
+    # semi-axis, centre offset from the middle of the section at its height, centre height, and the
+    # narrowest ligament left between the hole and a side
+    holes: tuple[int, int] = (0, 0)
+    hole_radius: tuple[float, float] = (0.08, 0.14)
+    hole_aspect: tuple[float, float] = (0.6, 1.0)
+    hole_x: tuple[float, float] = (-0.08, 0.08)
+    hole_y: tuple[float, float] = (0.6, 1.4)
+    hole_margin: float = 0.1
     ood: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -55,6 +66,15 @@ class SpecimenFamily:
     def with_mesh_size(self, mesh_size: tuple[float, float] | None) -> "SpecimenFamily":
         return self if mesh_size is None else SpecimenFamily(**{**self.__dict__, "mesh_size": tuple(mesh_size)})
 
+    def settings(self) -> dict[str, Any]:
+        """The family as plain settings; the hole settings only when it draws holes, so that the cache key
+        of a family without holes is the one it had before holes existed."""
+        out = dict(self.__dict__)
+        if self.holes[1] == 0 and self.ood.get("holes", [0, 0])[1] == 0:
+            for key in HOLE_KEYS:
+                out.pop(key)
+        return out
+
 
 def resolve_path(path: str | Path) -> Path:
     """A reference file given relative to the working directory or to the repository."""
@@ -73,6 +93,8 @@ class Specimen:
     coefficients: np.ndarray  # (2, modes): left, right
     notches: np.ndarray  # (MAX_NOTCHES, 4): side (-1 left, +1 right, 0 none), depth, width, centre
     mesh_size: float
+    holes: np.ndarray = field(default_factory=lambda: np.zeros((MAX_HOLES, 6)))
+    # (MAX_HOLES, 6): present (1 or 0), centre x, centre y, semi-major, semi-minor axis, angle of the major axis
 
     def offsets(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f = self.family
@@ -98,12 +120,26 @@ class Specimen:
         right = np.column_stack([self.family.width - a_right, y])
         return left, right
 
+    def hole_boundary(self, j: int, points: int) -> np.ndarray:
+        """Points (points, 2) on the ellipse of hole j, counter-clockwise, the first not repeated."""
+        _, cx, cy, a, b, angle = self.holes[j]
+        t = 2 * np.pi * np.arange(points) / points
+        x, y = a * np.cos(t), b * np.sin(t)
+        c, s = np.cos(angle), np.sin(angle)
+        return np.column_stack([cx + c * x - s * y, cy + s * x + c * y])
+
     def parameters(self) -> np.ndarray:
         """The generator's parameters as one vector (the oracle baseline's input)."""
         notch = self.notches.copy()
         # a notch on the left and the same on the right are different shapes: keep the side as a signed depth
         signed = np.column_stack([notch[:, 0] * notch[:, 1], notch[:, 2], notch[:, 3]])
-        return np.concatenate([self.coefficients.ravel(), signed.ravel()])
+        vector = [self.coefficients.ravel(), signed.ravel()]
+        if self.family.holes[1] > 0:
+            # the angle only matters as much as the ellipse is not a circle, and modulo pi
+            _, cx, cy, a, b, angle = self.holes.T
+            vector.append(np.column_stack([cx, cy, a, b, (a - b) * np.cos(2 * angle),
+                                           (a - b) * np.sin(2 * angle)]).ravel())
+        return np.concatenate(vector)
 
 
 def draw_specimen(family: SpecimenFamily, rng: np.random.Generator, max_tries: int = 100) -> Specimen:
@@ -117,11 +153,34 @@ def draw_specimen(family: SpecimenFamily, rng: np.random.Generator, max_tries: i
             notches[j] = [rng.choice([-1.0, 1.0]), rng.uniform(*family.notch_depth),
                           rng.uniform(*family.notch_width), rng.uniform(*family.notch_y)]
         h = float(rng.uniform(*family.mesh_size))
-        shape = Specimen(family, coefficients, notches, h)
+        holes = np.zeros((MAX_HOLES, 6))
+        shape = Specimen(family, coefficients, notches, h, holes)
         left, right = shape.boundary(400)
-        if np.min(right[:, 0] - left[:, 0]) >= family.min_width:
-            return shape
+        if np.min(right[:, 0] - left[:, 0]) < family.min_width:
+            continue
+        # a family without holes draws nothing more, so its samples stay what they were before holes existed
+        n_holes = int(rng.integers(family.holes[0], family.holes[1] + 1)) if family.holes[1] > 0 else 0
+        for j in range(n_holes):
+            radius, aspect = rng.uniform(*family.hole_radius), rng.uniform(*family.hole_aspect)
+            cy = rng.uniform(*family.hole_y)
+            a_left, a_right = shape.offsets(np.array([cy]))
+            middle = 0.5 * (a_left[0] + family.width - a_right[0])
+            major = 2 * radius / (1 + aspect)
+            holes[j] = [1.0, middle + rng.uniform(*family.hole_x), cy, major, aspect * major, rng.uniform(0, np.pi)]
+        if holes[:, 0].any() and _narrowest_ligament(shape) < family.hole_margin:
+            continue
+        return shape
     raise RuntimeError(f"no shape wider than min_width={family.min_width} in {max_tries} draws; lower the amplitudes")
+
+
+def _narrowest_ligament(shape: Specimen) -> float:
+    """The smallest horizontal distance between a hole and a side of the specimen."""
+    gaps = []
+    for j in np.flatnonzero(shape.holes[:, 0]):
+        p = shape.hole_boundary(j, 200)
+        a_left, a_right = shape.offsets(p[:, 1])
+        gaps.append(min((p[:, 0] - a_left).min(), (shape.family.width - a_right - p[:, 0]).min()))
+    return float(min(gaps)) if gaps else np.inf
 
 
 def mesh_specimen(shape: Specimen) -> tuple[np.ndarray, np.ndarray]:
@@ -146,11 +205,18 @@ def mesh_specimen(shape: Specimen) -> tuple[np.ndarray, np.ndarray]:
         top = geo.addLine(right_ids[-1], left_ids[-1])
         left_side = geo.addSpline(left_ids[::-1])
         loop = geo.addCurveLoop([bottom, right_side, top, left_side])
-        surface = geo.addPlaneSurface([loop])
+        hole_loops, hole_curves = [], []
+        for j in np.flatnonzero(shape.holes[:, 0]):
+            ids = [geo.addPoint(x, y, 0.0, h) for x, y in shape.hole_boundary(j, n_side // 2)]
+            hole_curves.append(geo.addSpline(ids + ids[:1]))
+            hole_loops.append(geo.addCurveLoop(hole_curves[-1:]))
+        surface = geo.addPlaneSurface([loop, *hole_loops])
         geo.synchronize()
         gmsh.model.addPhysicalGroup(1, [bottom], name="bottom")
         gmsh.model.addPhysicalGroup(1, [top], name="top")
         gmsh.model.addPhysicalGroup(1, [right_side, left_side], name="sides")
+        if hole_curves:
+            gmsh.model.addPhysicalGroup(1, hole_curves, name="holes")
         gmsh.model.addPhysicalGroup(2, [surface], name="specimen")
         gmsh.option.setNumber("Mesh.MeshSizeMax", h)
         gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)

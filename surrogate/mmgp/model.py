@@ -16,15 +16,21 @@ from surrogate.core.store import load_weights, read_json, save_weights, write_js
 from surrogate.mmgp.data import FIELDS, SCALAR_INPUTS, Sample
 from surrogate.mmgp.fem import SCALAR_OUTPUTS
 from surrogate.mmgp.gp import GPPredictor, fit_gps
-from surrogate.mmgp.morphing import PointLocator, check_mesh, floater_disk, interpolation_matrix, signed_areas
+from surrogate.mmgp.morphing import (
+    PointLocator,
+    ReferenceShape,
+    check_mesh,
+    hole_centre,
+    interpolation_matrix,
+    morph,
+    signed_areas,
+)
 from surrogate.mmgp.numpy_mmgp import (
     FIELD_PERCENTILES,
     NumpyMMGP,
     decode_field,
     field_percentile,
     gp_inputs,
-    morphing_anchored,
-    morphing_weights,
     transform_field,
     unit,
 )
@@ -74,20 +80,32 @@ class MMGP:
         self.settings = settings
 
     # ----------------------------------------------------------------- geometry
+    # common_disk_: the common mesh's nodes on the common support (the unit disk, or the reference shape)
     def _disk(self, nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-        return floater_disk(nodes, triangles, anchored=morphing_anchored(self.settings["morphing"]),
-                            weights=morphing_weights(self.settings["morphing"]))
+        return morph(self.settings["morphing"], nodes, triangles, reference=getattr(self, "reference_", None))
 
     def _to_common(self, nodes, triangles):
         """P: P1 transfer from the sample's morphed mesh to the common mesh nodes, and the morphed nodes."""
         disk = self._disk(nodes, triangles)
         return interpolation_matrix(disk, triangles, self.common_disk_), disk
 
+    def _common_sample(self, samples: list[Sample]) -> Sample:
+        """The authors' "median", the middle training sample; for rbf morphing the sample whose holes sit
+        nearest the median position of all holes, so that no shape's holes have far to move."""
+        if self.settings["morphing"] != "rbf":
+            return samples[len(samples) // 2]
+        centres = np.array([hole_centre(smp.nodes, smp.triangles) for smp in samples])
+        if np.isnan(centres).any():  # no holes: the disk's choice
+            return samples[len(samples) // 2]
+        return samples[int(np.argmin(np.linalg.norm(centres - np.median(centres, 0), axis=1)))]
+
     # ---------------------------------------------------------------------- fit
     def fit(self, samples: list[Sample], seed: int = 0) -> "MMGP":
         s = self.settings
-        common = samples[len(samples) // 2]  # the authors' "median": the middle training sample
+        common = self._common_sample(samples)
         self.common_triangles_ = common.triangles
+        if s["morphing"] == "rbf":  # the reference shape is the common support and its own mesh the common mesh
+            self.reference_ = ReferenceShape(common.nodes, common.triangles)
         self.common_disk_ = self._disk(common.nodes, common.triangles)
         mass = mass_matrix(self.common_disk_, self.common_triangles_)
         scaling = s.get("scaling", "none")
@@ -268,8 +286,7 @@ class MMGP:
             "scaling": np.array(s.get("scaling", "none")), "uncertainty": np.array(s["uncertainty"]),
             "truncation_variance": np.array(bool(s["truncation_variance"])),
             "log_scalars": np.array(bool(s.get("log_scalars", False))),
-            "anchored": np.array(morphing_anchored(s["morphing"])),
-            "morphing_weights": np.array(morphing_weights(s["morphing"])),
+            "morphing": np.array(s["morphing"]),
             "common_disk": self.common_disk_, "common_triangles": self.common_triangles_,
             "shape_mean": pod.mean_, "shape_projector": pod._apply_mass(pod.modes_).T,
             "input_mean": self.input_scaler_.mean, "input_std": self.input_scaler_.std,
@@ -364,6 +381,8 @@ class MMGP:
         n = lambda k: state[k].numpy()  # noqa: E731
         m = cls(**meta["settings"])
         m.common_disk_, m.common_triangles_ = n("common_disk"), n("common_triangles")
+        if m.settings["morphing"] == "rbf":
+            m.reference_ = ReferenceShape(m.common_disk_, m.common_triangles_)
         m.input_scaler_ = Standardizer(n("input_mean"), n("input_std"))
         m.x_scaler_ = Standardizer(n("x_mean"), n("x_std"))
         m.y_scaler_ = Standardizer(n("y_mean"), n("y_std"))

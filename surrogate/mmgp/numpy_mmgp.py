@@ -44,13 +44,12 @@ def gp_inputs(inputs: np.ndarray, scaling: str) -> np.ndarray:
     return inputs
 
 
-def morphing_anchored(name: str) -> bool:
-    """Whether a morphing setting pins the four corners (see MMGPSpec.morphing)."""
-    return name in ("floater_anchored", "mean_value_anchored")
-
-
-def morphing_weights(name: str) -> str:
-    return "mean_value" if name.startswith("mean_value") else "uniform"
+def morphing_method(arrays: dict[str, np.ndarray]) -> str:
+    """The morphing of a trained MMGP's arrays (older exports name it by its two disk settings)."""
+    if "morphing" in arrays:
+        return str(arrays["morphing"])
+    setting = (bool(arrays["anchored"]), str(arrays.get("morphing_weights", "uniform")))
+    return next(name for name, s in morphing.DISK_MORPHINGS.items() if s == setting)
 
 
 def unit(output: str, inputs: np.ndarray, scaling: str) -> float:
@@ -144,6 +143,10 @@ class NumpyMMGP:
         self.scalars = [str(s) for s in arrays["scalars"]]
         self.scaling = str(arrays["scaling"])
         self.posterior = posterior or self.numpy_posterior
+        self.morphing = morphing_method(arrays)
+        # the common support: the unit disk, or for rbf the reference shape, whose own mesh is the common mesh
+        self.reference = (morphing.ReferenceShape(arrays["common_disk"], arrays["common_triangles"])
+                          if self.morphing == "rbf" else None)
         self._common: morphing.PointLocator | None = None
 
     def transform(self, field: str) -> tuple[str, float]:
@@ -205,9 +208,8 @@ class NumpyMMGP:
         inputs = np.asarray(inputs, float).reshape(-1)
         if inputs.shape != (3,) or not np.isfinite(inputs).all():
             raise ValueError(f"expected 3 finite scalars (load, shear, young), got {inputs}")
-        weights = str(a["morphing_weights"]) if "morphing_weights" in a else "uniform"
         loops = morphing.boundary_loops(triangles)
-        disk = morphing.floater_disk(nodes, triangles, anchored=bool(a["anchored"]), weights=weights, loops=loops)
+        disk = morphing.morph(self.morphing, nodes, triangles, loops, self.reference)
         P = morphing.PointLocator(disk, triangles, loops).matrix(a["common_disk"])
         x, n_shape = self._standardised_inputs(P, nodes, inputs, shape_coefficients)
         distance = float(np.linalg.norm(a["x_train"][:, :n_shape] - x[:, :n_shape], axis=1).min())

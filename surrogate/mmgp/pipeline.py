@@ -40,7 +40,7 @@ class MMGPPipeline(Pipeline):
     @classmethod
     def data_config(cls, case: MMGPCase) -> dict[str, Any]:
         d = case.data
-        return {"format": 2, "seed": case.seed, "geometry": dict(specimen_family(case).__dict__),
+        return {"format": 2, "seed": case.seed, "geometry": specimen_family(case).settings(),
                 "physics": case.physics.model_dump(mode="json"),
                 "counts": {"train": d.n_train, "test": d.n_test, "ood": d.n_ood},
                 **({"data_format": d.format} if d.format != "netcdf" else {})}

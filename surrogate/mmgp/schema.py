@@ -63,10 +63,12 @@ class MMGPSpec(MethodSpec):
     """One MMGP variant. The defaults are the authors' Tensile2d settings."""
 
     kind: Literal["mmgp"]
-    morphing: Literal["floater", "floater_anchored", "mean_value_anchored"] = Field(
-        "floater", description="floater: uniform-weight Tutte map, arc length from the min-x node (authors); "
-        "floater_anchored: the four corners pinned to fixed angles, arc length between them; "
-        "mean_value_anchored: the same boundary, interior by Floater's mean value weights")
+    morphing: Literal["floater", "floater_anchored", "mean_value_anchored", "rbf"] = Field(
+        "floater", description="floater: uniform-weight Tutte map onto the unit disk, arc length from the min-x "
+        "node (authors); floater_anchored: the four corners pinned to fixed angles, arc length between them; "
+        "mean_value_anchored: the same boundary, interior by Floater's mean value weights; rbf: onto a reference "
+        "training shape, each boundary loop onto its own by arc length (corners pinned), the interior by "
+        "thin-plate splines: for shapes with holes, which the disk cannot take")
     shape_modes: int = Field(8, ge=1, le=500)
     field_modes: int = Field(8, ge=1, le=500)
     energy: float | None = Field(None, gt=0, lt=1, description="if set, keep the fewest modes (at most the "
