@@ -177,7 +177,7 @@ def test_hole_family_draws_one_hole_with_room_around_it(holed):
     from surrogate.mmgp.morphing import boundary_loops
 
     shapes, meshes = holed
-    for shape, (nodes, tris) in zip(shapes, meshes):
+    for shape, (_, tris) in zip(shapes, meshes):
         assert len(boundary_loops(tris)) == 2
         assert _narrowest_ligament(shape) >= shape.family.hole_margin
         assert len(shape.parameters()) == 2 * shape.family.modes + 6 + 6  # sides, notches, the hole
