@@ -230,18 +230,12 @@ def _at_fraction(points: np.ndarray, fraction: np.ndarray) -> np.ndarray:
     return np.column_stack([np.interp(fraction, s, points[:, 0]), np.interp(fraction, s, points[:, 1])])
 
 
-def _hole_start(nodes: np.ndarray, loop: np.ndarray) -> np.ndarray:
-    """The loop rolled to start at its node on the ray from its centroid towards +x (a canonical start,
-    the same feature on every shape of one family)."""
-    p = nodes[loop]
-    d = p - p.mean(0)
-    return np.roll(loop, -int(np.argmin(np.abs(np.arctan2(d[:, 1], d[:, 0])))))
-
-
-def _fractions(points: np.ndarray) -> np.ndarray:
-    """Arc-length fraction of each point of a closed loop, from its first point."""
-    s = _arc_length(np.vstack([points, points[:1]]))
-    return s[:-1] / s[-1]
+def _closed_hole(nodes: np.ndarray, loop: np.ndarray) -> np.ndarray:
+    """A hole's loop from its node on the ray from its centroid towards +x (a canonical start, the same
+    place on every shape of one family), its first node repeated at the end."""
+    d = nodes[loop] - nodes[loop].mean(0)
+    loop = np.roll(loop, -int(np.argmin(np.abs(np.arctan2(d[:, 1], d[:, 0])))))
+    return np.append(loop, loop[0])
 
 
 class ReferenceShape:
@@ -253,7 +247,7 @@ class ReferenceShape:
         self.outer, self.holes = _outer_and_holes(nodes, boundary_loops(triangles))
         corners = corner_nodes(nodes, self.outer)
         self.segments = [nodes[_closed_segment(self.outer, corners, j)] for j in range(4)]
-        self.hole_loops = [nodes[np.append(h := _hole_start(nodes, loop), h[0])] for loop in self.holes]
+        self.hole_loops = [nodes[_closed_hole(nodes, loop)] for loop in self.holes]
         self.hole_centres = np.array([nodes[loop].mean(0) for loop in self.holes]).reshape(-1, 2)
 
     def boundary_targets(self, nodes: np.ndarray, loops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -262,22 +256,19 @@ class ReferenceShape:
         if len(holes) != len(self.holes):
             raise MeshError(f"mesh: {len(holes)} hole(s), but the shapes this surrogate was trained on have "
                             f"{len(self.holes)}; rbf morphing maps each hole onto a hole of the reference shape")
-        sources, targets = [], []
         corners = corner_nodes(nodes, outer)
-        for j, segment in enumerate(self.segments):
-            seg = _closed_segment(outer, corners, j)
-            s = _arc_length(nodes[seg])
-            sources.append(seg[:-1])  # its last node, the next corner, starts the next segment
-            targets.append(_at_fraction(segment, s[:-1] / s[-1]))
+        pieces = [(_closed_segment(outer, corners, j), segment) for j, segment in enumerate(self.segments)]
         if holes:
             from scipy.optimize import linear_sum_assignment
 
             centres = np.array([nodes[loop].mean(0) for loop in holes])
             _, match = linear_sum_assignment(np.linalg.norm(centres[:, None] - self.hole_centres[None], axis=-1))
-            for loop, k in zip(holes, match):
-                loop = _hole_start(nodes, loop)
-                sources.append(loop)
-                targets.append(_at_fraction(self.hole_loops[k], _fractions(nodes[loop])))
+            pieces += [(_closed_hole(nodes, loop), self.hole_loops[k]) for loop, k in zip(holes, match)]
+        sources, targets = [], []
+        for piece, onto in pieces:  # each piece's last node is the first of the next piece or of its own loop
+            s = _arc_length(nodes[piece])
+            sources.append(piece[:-1])
+            targets.append(_at_fraction(onto, s[:-1] / s[-1]))
         return np.concatenate(sources), np.concatenate(targets)
 
     def morph(self, nodes: np.ndarray, triangles: np.ndarray, loops: list[np.ndarray] | None = None) -> np.ndarray:
