@@ -150,3 +150,26 @@ def _area_percentile(values: np.ndarray, areas: np.ndarray, q: float = 99.5) -> 
     order = np.argsort(values)
     w = areas[order] / areas.sum()
     return float(np.interp(q / 100, np.cumsum(w) - 0.5 * w, values[order]))
+
+
+def test_a_sample_newton_cannot_solve_in_its_load_steps_is_solved_in_smaller_ones(monkeypatch):
+    import surrogate.mmgp.data as D
+    from surrogate.mmgp.fem import NewtonDidNotConverge
+
+    asked = []
+
+    def solve(*args, steps, **kwargs):
+        asked.append(steps)
+        if steps < 16:
+            raise NewtonDidNotConverge("too large a load step")
+        return solve_specimen(*args, steps=steps, **kwargs)
+
+    monkeypatch.setattr(D, "solve_specimen", solve)
+    family = SpecimenFamily.from_file("meshes/specimen2d_hole.yaml").with_mesh_size((0.1, 0.1)).settings()
+    physics = {"model": "linear", "load": [25.0, 35.0], "shear": [-2.0, 2.0], "young": [80.0, 120.0],
+               "poisson": 0.35, "load_steps": 4, "newton_tol": 1e-10}
+    ds = D.solve_sample({"split": "train", "index": 0, "seed": 0, "family": family, "physics": physics})
+    assert asked == [4, 8, 16] and ds.attrs["load_steps"] == 16
+    with pytest.raises(NewtonDidNotConverge):  # no further than 4x the case's steps
+        D.solve_sample({"split": "train", "index": 0, "seed": 0, "family": family,
+                        "physics": {**physics, "load_steps": 2}})

@@ -15,7 +15,7 @@ import xarray as xr
 
 from surrogate.core.executor import map_tasks
 from surrogate.core.store import atomic_path, data_path, read_data, write_data
-from surrogate.mmgp.fem import SCALAR_OUTPUTS, solve_specimen
+from surrogate.mmgp.fem import SCALAR_OUTPUTS, NewtonDidNotConverge, solve_specimen
 from surrogate.mmgp.geometry import SpecimenFamily, draw_specimen, mesh_specimen
 
 SPLITS = ("train", "test", "ood")
@@ -66,13 +66,24 @@ def solve_sample(task: dict[str, Any]) -> xr.Dataset:
     inputs = {k: float(rng.uniform(*physics[k])) for k in SCALAR_INPUTS}
     nodes, triangles = mesh_specimen(shape)
     t0 = time.perf_counter()
-    sol = solve_specimen(nodes, triangles, inputs["load"], inputs["shear"], inputs["young"], physics["poisson"],
-                         physics["model"], steps=physics["load_steps"], tol=physics["newton_tol"])
+    steps = physics["load_steps"]
+    while True:
+        try:
+            sol = solve_specimen(nodes, triangles, inputs["load"], inputs["shear"], inputs["young"],
+                                 physics["poisson"], physics["model"], steps=steps, tol=physics["newton_tol"])
+            break
+        except NewtonDidNotConverge:
+            # a stiff sample (a thin ligament beside a hole, a large load over a soft material): smaller
+            # increments reach the same equilibrium from closer starting points; give up beyond 4x
+            if steps >= 4 * physics["load_steps"]:
+                raise
+            steps *= 2
     seconds = time.perf_counter() - t0
     fields = {"u1": sol.displacement[:, 0], "u2": sol.displacement[:, 1], "von_mises": sol.von_mises}
     ds = to_dataset(nodes, triangles, fields, inputs, sol.scalars, shape.parameters(), name)
     ds.attrs.update(split=task["split"], index=task["index"], mesh_size=shape.mesh_size, solve_seconds=seconds,
-                    newton_iterations=sol.newton.iterations if sol.newton else 0, physics_model=physics["model"])
+                    newton_iterations=sol.newton.iterations if sol.newton else 0, physics_model=physics["model"],
+                    load_steps=steps)
     return ds
 
 
