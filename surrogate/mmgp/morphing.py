@@ -306,6 +306,11 @@ def _spline_steps(nodes: np.ndarray, boundary: np.ndarray, targets: np.ndarray, 
     return out
 
 
+def outer_perimeter(nodes: np.ndarray, triangles: np.ndarray) -> float:
+    outer, _ = _outer_and_holes(nodes, boundary_loops(triangles))
+    return float(_arc_length(nodes[np.append(outer, outer[0])])[-1])
+
+
 def hole_centre(nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """The mean of the centroids of a mesh's hole loops, (2,); NaN without holes."""
     _, holes = _outer_and_holes(nodes, boundary_loops(triangles))
