@@ -89,3 +89,35 @@ def test_constructor_rejects_bad_sizes():
         TwoScaleLorenz96(3, 8, 20.0, 1.0, 10.0, 10.0)
     with pytest.raises(ValueError, match="y_periodicity"):
         TwoScaleLorenz96(8, 8, 20.0, 1.0, 10.0, 10.0, "torus")
+
+
+def test_a_start_that_blows_up_is_drawn_again_and_the_others_stay_as_they_were(monkeypatch):
+    import surrogate.lorenz96.data as D
+    from surrogate.core.case import load_case
+    from surrogate.lorenz96.physics import random_initial_state
+
+    case = load_case("cases/lorenz96_mno_paper.yaml", "smoke")
+    task = D.chunk_tasks(case, 6, 0.05, "train")[0]
+    clean = D.simulate_chunk(task)
+    assert all(np.isfinite(a).all() for a in clean)
+
+    calls = []
+
+    def first_start_explodes(K, J, n, rng):
+        X, Y = random_initial_state(K, J, n, rng)
+        calls.append(n)
+        if len(calls) == 1:
+            Y[1] *= 1e6  # RK4 at the solver's step cannot follow fast variables this large
+        return X, Y
+
+    monkeypatch.setattr(D, "random_initial_state", first_start_explodes)
+    x, u, before = D.simulate_chunk(task)
+    assert calls == [6, 1]  # only the start that blew up was drawn again
+    assert all(np.isfinite(a).all() for a in (x, u, before))
+    keep = np.arange(6) != 1
+    assert np.array_equal(x[keep], clean[0][keep]) and not np.array_equal(x[1], clean[0][1])
+
+    monkeypatch.setattr(D, "random_initial_state",
+                        lambda K, J, n, rng: (np.zeros((n, K)), 1e6 * rng.standard_normal((n, K, J))))
+    with pytest.raises(ValueError, match="solver.dt"):
+        D.simulate_chunk(task)
