@@ -34,7 +34,8 @@ class Lorenz96Pipeline(Pipeline):
 
     @classmethod
     def data_config(cls, case: Lorenz96Case) -> dict[str, Any]:
-        return {"format": 4, "seed": case.seed, "solver": case.solver.model_dump(),
+        # format 5: starts that blow up are drawn again (a format-4 cache may hold NaN trajectories)
+        return {"format": 5, "seed": case.seed, "solver": case.solver.model_dump(),
                 "data": case.data.model_dump(), "target": case.coarse.target}
 
     @classmethod
