@@ -93,7 +93,8 @@ def _outer_loop(triangles: np.ndarray, loops: list[np.ndarray] | None = None) ->
     loops = boundary_loops(triangles) if loops is None else loops
     if len(loops) != 1:
         raise MeshError(f"mesh: {len(loops)} boundary loops (the shape has {len(loops) - 1} hole(s)); disk morphing "
-                        "needs a simply connected mesh with one boundary loop")
+                        "needs a simply connected mesh with one boundary loop; train with morphing: rbf for shapes "
+                        "with holes")
     return loops[0]
 
 
@@ -243,7 +244,7 @@ class ReferenceShape:
     corners and its holes, each a polyline that a new mesh's matching loop is carried onto by arc length."""
 
     def __init__(self, nodes: np.ndarray, triangles: np.ndarray, steps: int = 4):
-        self.nodes, self.steps = nodes, steps
+        self.steps = steps
         self.outer, self.holes = _outer_and_holes(nodes, boundary_loops(triangles))
         corners = corner_nodes(nodes, self.outer)
         self.segments = [nodes[_closed_segment(self.outer, corners, j)] for j in range(4)]
