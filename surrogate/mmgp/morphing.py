@@ -249,7 +249,7 @@ class ReferenceShape:
         corners = corner_nodes(nodes, self.outer)
         self.segments = [nodes[_closed_segment(self.outer, corners, j)] for j in range(4)]
         self.hole_loops = [nodes[_closed_hole(nodes, loop)] for loop in self.holes]
-        self.hole_centres = np.array([nodes[loop].mean(0) for loop in self.holes]).reshape(-1, 2)
+        self.hole_centres = _centroids(nodes, self.holes)
 
     def boundary_targets(self, nodes: np.ndarray, loops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The boundary nodes of a mesh and where they go on the reference boundary."""
@@ -262,7 +262,7 @@ class ReferenceShape:
         if holes:
             from scipy.optimize import linear_sum_assignment
 
-            centres = np.array([nodes[loop].mean(0) for loop in holes])
+            centres = _centroids(nodes, holes)
             _, match = linear_sum_assignment(np.linalg.norm(centres[:, None] - self.hole_centres[None], axis=-1))
             pieces += [(_closed_hole(nodes, loop), self.hole_loops[k]) for loop, k in zip(holes, match)]
         sources, targets = [], []
@@ -308,6 +308,7 @@ def _spline_steps(nodes: np.ndarray, boundary: np.ndarray, targets: np.ndarray, 
 
 
 def outer_perimeter(nodes: np.ndarray, triangles: np.ndarray) -> float:
+    """The length of a mesh's outer boundary loop."""
     outer, _ = _outer_and_holes(nodes, boundary_loops(triangles))
     return float(_arc_length(nodes[np.append(outer, outer[0])])[-1])
 
@@ -315,7 +316,12 @@ def outer_perimeter(nodes: np.ndarray, triangles: np.ndarray) -> float:
 def hole_centre(nodes: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """The mean of the centroids of a mesh's hole loops, (2,); NaN without holes."""
     _, holes = _outer_and_holes(nodes, boundary_loops(triangles))
-    return np.mean([nodes[loop].mean(0) for loop in holes], 0) if holes else np.full(2, np.nan)
+    return _centroids(nodes, holes).mean(0) if holes else np.full(2, np.nan)
+
+
+def _centroids(nodes: np.ndarray, loops: list[np.ndarray]) -> np.ndarray:
+    """The mean node position of each loop, (len(loops), 2)."""
+    return np.array([nodes[loop].mean(0) for loop in loops]).reshape(-1, 2)
 
 
 def _outer_and_holes(nodes: np.ndarray, loops: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
