@@ -211,3 +211,26 @@ def test_recent_samples_skip_fast_forwarded_iterations():
     np.testing.assert_array_equal(s.y, [111, 104])
     np.testing.assert_array_equal(s.rt[0], [108, 109, 110])
     assert s.x.shape == (2, 3, topo.n_routers, 16)
+
+
+def test_untrained_forecaster_is_the_moving_average_and_competes_for_the_epoch(tmp_path):
+    """Started at the anchor, the forecaster before any step forecasts the anchor times the training median
+    ratio, with the training targets' quantiles as intervals; with no epoch trained it is the one kept."""
+    topo = Dragonfly.preset("df72")
+    rng = np.random.default_rng(3)
+    counters = rng.uniform(0, 100, (40, 4, topo.n_routers, topo.radix, 3))
+    x = node_features(counters, topo, job_share(topo, np.arange(8))).astype(np.float32)
+    rt = rng.uniform(90, 110, (40, 4))
+    s = Samples("df72", x, rt, rng.uniform(90, 110, 40), list(rt), np.zeros(40, int), np.arange(40))
+    m = Neural("m", 4, kind="smart", anchor=2, d_model=8, gnn_hidden=8, layers=1)
+    cfg = load_case(CASE).train.model_copy(update={"epochs": 0})
+    m.fit([s], [], cfg, tmp_path / "m.pt", validation=[s])
+    assert m.metadata["selected_epoch"] == -1
+    y = log_target(s.y, s.rt, 2)
+    with torch.no_grad():
+        raw = m._raw(s).numpy()
+    np.testing.assert_allclose(raw, np.tile(np.quantile(y, QUANTILES), (40, 1)), atol=1e-5)
+    anchor = np.sqrt(rt[:, -1] * rt[:, -2])
+    np.testing.assert_allclose(m.predict([s])[:, 2], anchor * np.exp(np.median(y)), rtol=1e-5)
+    with pytest.raises(ValueError, match="init must be"):
+        Forecaster("smart", init="zeros")

@@ -351,6 +351,7 @@ class Neural(Method):
             smart.load_pretrained_transformer(one, self.pretrained)
         one.set_normalisers(np.concatenate([s.x[:, -1].reshape(-1, s.x.shape[-1]) for s in train]),
                             np.log(np.concatenate([s.rt[:, -1] for s in train])))
+        one.start_at_anchor(np.concatenate([self._target(s) for s in train]))
         opt = torch.optim.AdamW(one.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1))
         trainer = Trainer(one, opt, sched, checkpoint, cfg.epochs, f"train {self.name}")
@@ -381,20 +382,28 @@ class Neural(Method):
             kept = load_weights(best_file)
             best.update(loss=float(kept["loss"]), epoch=int(kept["epoch"]))
 
+        def select(e: int) -> None:
+            """Keep the weights if their validation loss is the lowest so far."""
+            one.eval()
+            with torch.no_grad():
+                val = float(np.mean([float(smart.pinball(self._raw(c, net=one), torch.as_tensor(
+                    self._target(c), dtype=torch.float32))) for c in validation]))
+            one.train()
+            if val < best["loss"]:
+                best.update(loss=val, epoch=e)
+                if best_file is not None:
+                    save_weights(best_file, {"model": tensor_state(one), "loss": val, "epoch": e})
+
         def epoch_and_select(e: int) -> float:
             loss = epoch(e)
-            if validation:                        # keep the epoch with the lowest validation loss
-                one.eval()
-                with torch.no_grad():
-                    val = float(np.mean([float(smart.pinball(self._raw(c, net=one), torch.as_tensor(
-                        self._target(c), dtype=torch.float32))) for c in validation]))
-                one.train()
-                if val < best["loss"]:
-                    best.update(loss=val, epoch=e)
-                    if best_file is not None:
-                        save_weights(best_file, {"model": tensor_state(one), "loss": val, "epoch": e})
+            if validation:
+                select(e)
             return loss
 
+        # the untrained forecaster competes too (epoch -1): started at the anchor, it is a moving average,
+        # so the kept model is never worse than that on the validation scenarios
+        if validation and best["epoch"] is None and not Path(checkpoint).exists():
+            select(-1)
         history = trainer.run(epoch_and_select)
         if best_file is not None and best_file.exists():
             one.load_state_dict(load_weights(best_file)["model"])

@@ -135,6 +135,9 @@ class NeuralSpec(_MethodBase):
     anchor: int | None = Field(None, ge=1, le=64, description="the forecast scales the geometric mean of the last "
                                                               "`anchor` runtimes (default: all data.steps)")
     members: int = Field(1, ge=1, le=32, description="forecasters trained from different seeds, quantiles averaged")
+    init: Literal["anchor", "random"] = Field(
+        "anchor", description="anchor: the output layer starts at zero, so the untrained forecast is the anchor "
+                              "(a moving average); random: PyTorch's default initialisation")
 
     @model_validator(mode="after")
     def _heads_divide(self):

@@ -120,7 +120,7 @@ class Forecaster(nn.Module):
 
     def __init__(self, kind: str = "smart", n_node_features: int = 16, steps: int = 8, d_model: int = 32,
                  gnn_hidden: int = 32, gnn_layers: int = 2, layers: int = 2, heads: int = 2, dropout: float = 0.0,
-                 anchor: int | None = None):
+                 anchor: int | None = None, init: str = "anchor"):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -145,7 +145,29 @@ class Forecaster(nn.Module):
         else:
             self.history = nn.Sequential(nn.Linear(2 * steps, d), nn.GELU(), nn.Linear(d, d))
             self.mix = nn.Sequential(nn.GELU(), nn.Linear(2 * d, d), nn.GELU())
+        if init not in ("anchor", "random"):
+            raise ValueError(f"init must be 'anchor' or 'random', got {init!r}")
+        self.init = init
         self.head = nn.Linear(d, len(QUANTILES))
+        if init == "anchor":      # the untrained forecast is the anchor itself: training starts from a moving average
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def start_at_anchor(self, y_log: np.ndarray) -> None:
+        """With init "anchor": the untrained forecaster's quantiles become those of the training targets around
+        the anchor, so that before any step it is the moving average with its residual intervals."""
+        if self.init != "anchor":
+            return
+        q = np.quantile(y_log, QUANTILES)
+        mid = len(QUANTILES) // 2
+        gaps = np.maximum(np.diff(q), 1e-4)                # q[j+1] - q[j]
+        bias = np.empty(len(QUANTILES))
+        bias[mid] = q[mid]
+        bias[:mid] = gaps[:mid]                            # softplus(b_j) is the gap above quantile j ...
+        bias[mid + 1:] = gaps[mid:]                        # ... and below quantile j on the upper side
+        bias[np.arange(len(QUANTILES)) != mid] = np.log(np.expm1(bias[np.arange(len(QUANTILES)) != mid]))
+        with torch.no_grad():
+            self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
 
     def set_normalisers(self, x: np.ndarray, log_rt: np.ndarray) -> None:
         flat = x.reshape(-1, x.shape[-1])
