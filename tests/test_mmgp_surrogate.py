@@ -215,6 +215,28 @@ def test_rbf_morphing_carries_each_boundary_loop_onto_the_reference_without_fold
         ref.morph(*specimen)
 
 
+def test_reference_shape_is_the_shortest_bounded_of_the_shapes_with_holes_nearest_the_median(holed, specimen):
+    from surrogate.mmgp.data import Sample
+    from surrogate.mmgp.model import MMGP
+    from surrogate.mmgp.morphing import hole_centre, outer_perimeter
+
+    def samples(meshes):
+        return [Sample(f"s{i}", n, t, {}, np.zeros(3), np.zeros(3), np.zeros(1), 0.0)
+                for i, (n, t) in enumerate(meshes)]
+
+    _, meshes = holed
+    with_holes = samples(meshes * 4)            # 20 shapes: the tenth nearest the median hole are two
+    centres = np.array([hole_centre(n, t) for n, t in meshes])
+    nearest = np.argsort(np.linalg.norm(centres - np.median(centres, 0), axis=1))[0]
+    assert MMGP(morphing="rbf")._common_sample(with_holes).name == f"s{nearest}"
+    # without holes, the shortest outer boundary of all; the disk morphings take the middle sample
+    nodes, tris = specimen
+    plain = samples([specimen, (nodes * [1.0, 1.2], tris), (nodes * 0.9, tris)])
+    perimeters = [outer_perimeter(s.nodes, s.triangles) for s in plain]
+    assert MMGP(morphing="rbf")._common_sample(plain).name == f"s{int(np.argmin(perimeters))}" == "s2"
+    assert MMGP(morphing="mean_value_anchored")._common_sample(plain).name == "s1"
+
+
 def test_bad_meshes_get_clear_errors(specimen):
     nodes, tris = specimen
     with pytest.raises(MeshError, match="hole"):
