@@ -400,8 +400,8 @@ class Neural(Method):
                 select(e)
             return loss
 
-        # the untrained forecaster competes too (epoch -1): started at the anchor, it is a moving average,
-        # so the kept model is never worse than that on the validation scenarios
+        # the untrained forecaster competes too (epoch -1): started at the anchor it is a moving average, so
+        # the kept model never has a higher validation loss than that
         if validation and best["epoch"] is None and not Path(checkpoint).exists():
             select(-1)
         history = trainer.run(epoch_and_select)

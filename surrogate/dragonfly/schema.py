@@ -136,8 +136,9 @@ class NeuralSpec(_MethodBase):
                                                               "`anchor` runtimes (default: all data.steps)")
     members: int = Field(1, ge=1, le=32, description="forecasters trained from different seeds, quantiles averaged")
     init: Literal["anchor", "random"] = Field(
-        "anchor", description="anchor: the output layer starts at zero, so the untrained forecast is the anchor "
-                              "(a moving average); random: PyTorch's default initialisation")
+        "anchor", description="anchor: the output weights start at zero and the biases at the training targets' "
+                              "quantiles, so the untrained forecaster is a moving average with residual intervals; "
+                              "random: PyTorch's default initialisation")
 
     @model_validator(mode="after")
     def _heads_divide(self):

@@ -149,7 +149,7 @@ class Forecaster(nn.Module):
             raise ValueError(f"init must be 'anchor' or 'random', got {init!r}")
         self.init = init
         self.head = nn.Linear(d, len(QUANTILES))
-        if init == "anchor":      # the untrained forecast is the anchor itself: training starts from a moving average
+        if init == "anchor":      # the untrained forecast is the anchor (biases: `start_at_anchor`)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
@@ -165,7 +165,8 @@ class Forecaster(nn.Module):
         bias[mid] = q[mid]
         bias[:mid] = gaps[:mid]                            # softplus(b_j) is the gap above quantile j ...
         bias[mid + 1:] = gaps[mid:]                        # ... and below quantile j on the upper side
-        bias[np.arange(len(QUANTILES)) != mid] = np.log(np.expm1(bias[np.arange(len(QUANTILES)) != mid]))
+        others = np.arange(len(QUANTILES)) != mid
+        bias[others] = np.log(np.expm1(bias[others]))        # softplus inverse
         with torch.no_grad():
             self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
 
