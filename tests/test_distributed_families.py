@@ -168,13 +168,14 @@ def test_an_interrupted_forecaster_fit_resumes_to_the_same_model_and_selected_ep
     from surrogate.dragonfly.methods import Neural
     from surrogate.dragonfly.schema import TrainSpec
 
-    # a learning rate so high that the first epoch stays the best: the resumed fit must remember it
+    # a learning rate so high that the first epoch stays the best: the resumed fit must remember it (started
+    # at random, so that the untrained model, epoch -1, does not win instead)
     train, cal = [tiny_forecast_samples(12, 0)], [tiny_forecast_samples(4, 2)]
     cfg = TrainSpec(epochs=5, lr=0.3, batch_size=4)
 
     def fit(checkpoint: Path) -> tuple[Neural, list[float]]:
         torch.manual_seed(0)
-        method = Neural("lstm", 3, kind="lstm", d_model=8, layers=1)
+        method = Neural("lstm", 3, kind="lstm", d_model=8, layers=1, init="random")
         return method, method.fit(train, cal, cfg, checkpoint, seed=0)
 
     straight, straight_losses = fit(tmp_path / "straight.pt")
