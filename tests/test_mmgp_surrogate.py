@@ -303,6 +303,39 @@ def test_gp_learns_a_smooth_function_with_calibrated_intervals():
     assert 0.85 <= np.mean(err <= 1.96 * np.sqrt(var) * sd) <= 1.0
 
 
+def test_a_group_ignores_the_inputs_it_does_not_read():
+    from surrogate.mmgp.gp import UNUSED, GPPredictor, fit_gps
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (40, 3))
+    y = np.column_stack([np.sin(2 * x[:, 0]) + x[:, 2], np.sin(2 * x[:, 1])])
+    groups, active = [np.array([0]), np.array([1])], np.array([[True, False, True], [True, True, True]])
+    hyper = fit_gps(x, y, groups, restarts=2, max_iter=100, active=active)
+    assert np.isclose(float(hyper["lengthscale"][0, 0, 1]), UNUSED, rtol=1e-12)
+    assert float(hyper["lengthscale"][1, 0, 1]) < 10  # the other group reads it and learns its scale
+    probe = rng.uniform(-1, 1, (5, 3))
+    moved = probe.copy()
+    moved[:, 1] = rng.uniform(-1, 1, 5)
+    gp = GPPredictor(x, y, groups, hyper)
+    (m0, v0), (m1, v1) = gp.predict(probe), gp.predict(moved)
+    # equal up to rounding, which the nearly noise-free GP's weights amplify to about 1e-8
+    assert np.allclose(m0[:, 0], m1[:, 0], rtol=0, atol=1e-6) and np.allclose(v0[:, 0], v1[:, 0], rtol=0, atol=1e-6)
+    assert np.abs(m0[:, 1] - m1[:, 1]).max() > 0.1
+    with pytest.raises(ValueError, match="at least one input per group"):
+        fit_gps(x, y, groups, active=np.array([[False] * 3, [True] * 3]))
+
+
+def test_each_output_reads_its_own_number_of_shape_modes():
+    from surrogate.mmgp.model import MMGP
+
+    model = MMGP(shape_modes=2, shape_modes_per_output={"von_mises": 4, "compliance": 9})
+    model.field_pods_ = {f: type("Pod", (), {"n_modes_": n})() for f, n in (("u1", 1), ("u2", 1), ("von_mises", 2))}
+    model.groups_ = [np.array([0]), np.array([1]), np.array([2, 3]), np.array([4]), np.array([5]), np.array([6])]
+    active = model._active_inputs(n_shape=5, n_inputs=7)  # 5 shape coefficients, then 2 scalar inputs
+    default = [True] * 2 + [False] * 3 + [True] * 2
+    assert active.tolist() == [default, default, [True] * 4 + [False] + [True] * 2, default, default, [True] * 7]
+
+
 def test_leave_one_out_variance_factor_matches_refitting_without_each_point():
     from surrogate.mmgp.gp import GPPredictor, fit_gps
 
@@ -334,6 +367,7 @@ def test_cross_validated_factor_predicts_the_error_on_new_points():
     y, yt = (y - mu) / sd, (yt - mu) / sd
     model = MMGP(restarts=2, max_iter=100, noise_floor=1e-8)
     model.groups_ = [np.array([j]) for j in range(3)]  # three scalar outputs, the last groups of a model
+    model.active_inputs_ = np.ones((3, 2), dtype=bool)
     factors = model._cross_validated_factors(x, y, folds=5, seed=0)
     assert sorted(factors) == [0, 1, 2]
     hyper = fit_gps(x, y, model.groups_, restarts=2, max_iter=100)
@@ -471,3 +505,13 @@ def test_plaid_metrics_normalise_each_sample_by_its_own_size_and_peak():
     assert M.q2([np.array([1.0, 2.0, 3.0])], [np.array([1.0, 2.0, 3.0])]) == 1.0
     assert M.coverage([np.zeros(100)], [np.full(100, 1.0)], [np.ones(100)], 0.95) == 1.0
     assert M.coverage([np.zeros(100)], [np.full(100, 2.0)], [np.ones(100)], 0.95) == 0.0
+
+
+def test_the_case_file_names_the_outputs_the_model_has():
+    from typing import get_args
+
+    from surrogate.mmgp.data import FIELDS
+    from surrogate.mmgp.fem import SCALAR_OUTPUTS
+    from surrogate.mmgp.schema import Output
+
+    assert list(get_args(Output)) == [*FIELDS, *SCALAR_OUTPUTS]

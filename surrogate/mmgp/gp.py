@@ -27,6 +27,7 @@ def _kernel(batch: tuple[int, ...], dims: int):
 
 
 SQRT5 = math.sqrt(5.0)
+UNUSED = 1e8  # lengthscale held on an input a group does not read: it adds at most 1e-16 to r^2
 CHUNK_BYTES = 2**21  # n x n float64 temporaries per chunk of GPs stay about this size (one GP at n = 500)
 
 
@@ -47,14 +48,19 @@ class _Objective:
 
     The gradient is written out (tr((alpha alpha^T - K^-1) dK/dtheta) / 2) instead of back-propagated,
     because autograd through a batch of n x n kernel matrices is several times slower on a CPU.
-    Parameters per GP: log lengthscales (d), log outputscale, log(noise - noise_floor).
+    Parameters per GP: log lengthscales (d), log outputscale, log(noise - noise_floor). `active` (G, d): the
+    inputs each group reads; the lengthscales of the others stay at UNUSED.
     """
 
-    def __init__(self, x: np.ndarray, Y: np.ndarray, groups: list[np.ndarray], restarts: int, noise_floor: float):
+    def __init__(self, x: np.ndarray, Y: np.ndarray, groups: list[np.ndarray], restarts: int, noise_floor: float,
+                 active: np.ndarray | None = None):
         self.x = torch.as_tensor(x, dtype=DTYPE)
         self.Y = torch.as_tensor(Y, dtype=DTYPE)
         self.groups, self.R, self.floor = groups, restarts, noise_floor
         self.G, (self.n, self.d) = len(groups), x.shape
+        self.active = np.ones((self.G, self.d), dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.active.shape != (self.G, self.d) or not self.active.any(1).all():
+            raise ValueError(f"active inputs must be a ({self.G}, {self.d}) mask with at least one input per group")
         self.counts = torch.tensor([len(c) for c in groups], dtype=DTYPE)
         # right-hand sides of each group, zero-padded to the largest group
         width = max(len(c) for c in groups)
@@ -109,28 +115,38 @@ class _Objective:
         return -float(mll.sum()) / norm, -grad.reshape(-1).numpy() / norm
 
     def initial(self, rng: np.random.Generator) -> np.ndarray:
-        """Restart 0 from a neutral guess, the others drawn log-uniformly around it."""
+        """Restart 0 from a neutral guess (lengthscales sqrt of the inputs read), the others drawn
+        log-uniformly around it."""
         R, G, d = self.R, self.G, self.d
+        neutral = 0.5 * np.log(self.active.sum(1))[:, None]  # (G, 1)
         theta = np.empty((R, G, d + 2))
-        theta[..., :d] = 0.5 * np.log(d) + rng.uniform(np.log(0.1), np.log(3.0), size=(R, G, d))
+        theta[..., :d] = neutral + rng.uniform(np.log(0.1), np.log(3.0), size=(R, G, d))
         theta[..., d] = rng.uniform(np.log(0.3), np.log(3.0), size=(R, G))
         theta[..., d + 1] = rng.uniform(np.log(1e-6), np.log(1e-2), size=(R, G))
-        theta[0] = np.concatenate([np.full(d, 0.5 * np.log(d)), [0.0, np.log(1e-3)]])
+        theta[0, :, :d] = neutral
+        theta[0, :, d:] = [0.0, np.log(1e-3)]
+        theta[..., :d][:, ~self.active] = np.log(UNUSED)
         return theta.ravel()
+
+    def bounds(self) -> list[tuple[float, float]]:
+        """L-BFGS-B bounds in the order of theta; an unused input's lengthscale is pinned at UNUSED."""
+        free = [(np.log(1e-2), np.log(1e4))]
+        pinned = [(np.log(UNUSED), np.log(UNUSED))]
+        tail = [(np.log(1e-4), np.log(1e4)), (np.log(1e-12), np.log(10.0))]
+        per_group = [[free[0] if a else pinned[0] for a in row] + tail for row in self.active]
+        return [b for _ in range(self.R) for group in per_group for b in group]
 
 
 def fit_gps(x: np.ndarray, Y: np.ndarray, groups: list[np.ndarray], restarts: int = 10, max_iter: int = 1000,
-            noise_floor: float = 1e-8, seed: int = 0) -> dict[str, torch.Tensor]:
+            noise_floor: float = 1e-8, seed: int = 0, active: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Train on standardised inputs x (n, d) and targets Y (n, m) with L-BFGS-B (as GPy does); all groups
-    and restarts in one batch. Returns the best restart per group: lengthscale (G, 1, d),
-    outputscale (G,), noise (G,), mll (G,)."""
+    and restarts in one batch. `active` (G, d) bool: the inputs each group's kernel reads (default all).
+    Returns the best restart per group: lengthscale (G, 1, d), outputscale (G,), noise (G,), mll (G,)."""
     from scipy.optimize import minimize
 
-    obj = _Objective(x, Y, groups, restarts, noise_floor)
+    obj = _Objective(x, Y, groups, restarts, noise_floor, active)
     theta0 = obj.initial(np.random.default_rng(seed))
-    d = x.shape[1]
-    bounds = ([(np.log(1e-2), np.log(1e4))] * d + [(np.log(1e-4), np.log(1e4)), (np.log(1e-12), np.log(10.0))])
-    res = minimize(obj, theta0, jac=True, method="L-BFGS-B", bounds=bounds * (restarts * len(groups)),
+    res = minimize(obj, theta0, jac=True, method="L-BFGS-B", bounds=obj.bounds(),
                    options={"maxiter": max_iter, "maxfun": 2 * max_iter})
     with torch.no_grad():
         mll, _ = obj.mll_and_grad(res.x)

@@ -72,9 +72,9 @@ def _unit_mean_square_spread(squared_errors: np.ndarray, variances: np.ndarray, 
 class MMGP:
     """Call `fit(samples)` (or load a trained one); then `predict(mesh, scalars)`.
 
-    Settings (see MMGPSpec): morphing, shape_modes, field_modes, energy, center, scaling, von_mises_transform,
-    log_offset, kernel, own_kernel_modes, tail_group, log_scalars, percentile_from_field, restarts, max_iter,
-    noise_floor, truncation_variance, loo_calibration, scalar_cv_folds, uncertainty.
+    Settings (see MMGPSpec): morphing, shape_modes, shape_modes_per_output, field_modes, energy, center, scaling,
+    von_mises_transform, log_offset, kernel, own_kernel_modes, tail_group, log_scalars, percentile_from_field,
+    restarts, max_iter, noise_floor, truncation_variance, loo_calibration, scalar_cv_folds, uncertainty.
     """
 
     def __init__(self, **settings: Any):
@@ -126,7 +126,8 @@ class MMGP:
             offset = s.get("log_offset", 0.01) * float(np.mean(fields["von_mises"]))
             self.field_transforms_["von_mises"] = (s["von_mises_transform"], offset)
         fields = {f: transform_field(np.array(v), *self.field_transforms_[f]) for f, v in fields.items()}
-        self.shape_pod_ = POD(s["shape_modes"], s["energy"], s["center"], components=2).fit(np.array(coords), mass)
+        most = max([s["shape_modes"], *s.get("shape_modes_per_output", {}).values()])
+        self.shape_pod_ = POD(most, s["energy"], s["center"], components=2).fit(np.array(coords), mass)
         self.field_pods_ = {f: POD(s["field_modes"], s["energy"], s["center"]).fit(np.array(v), mass)
                             for f, v in fields.items()}
         shape_coef = self.shape_pod_.transform(np.array(coords))
@@ -144,11 +145,13 @@ class MMGP:
         Y = np.column_stack(targets)
         self.y_scaler_ = Standardizer.fit(Y)
         self.groups_ = self._groups()
+        self.active_inputs_ = self._active_inputs(shape_coef.shape[1], X.shape[1])
         # nearest-neighbour distances between training shapes: the yardstick for "far outside"
         z = x[:, : shape_coef.shape[1]]
         dist = np.linalg.norm(z[:, None] - z[None], axis=-1) + np.diag(np.full(len(z), np.inf))
         self.shape_distance_limit_ = float(3 * np.percentile(dist.min(1), 99)) if len(z) > 1 else np.inf
-        self.hyper_ = fit_gps(x, self.y_scaler_(Y), self.groups_, s["restarts"], s["max_iter"], s["noise_floor"], seed)
+        self.hyper_ = fit_gps(x, self.y_scaler_(Y), self.groups_, s["restarts"], s["max_iter"], s["noise_floor"], seed,
+                              self.active_inputs_)
         self._build(x, self.y_scaler_(Y))
         if s.get("loo_calibration", False):
             self.hyper_["variance_factor"] = self.gp_.loo_variance_factor()
@@ -163,17 +166,19 @@ class MMGP:
                                         if s.get("percentile_from_field") else {})
         return self
 
-    def _k_fold(self, x: np.ndarray, y: np.ndarray, groups: list[np.ndarray], folds: int,
+    def _k_fold(self, x: np.ndarray, y: np.ndarray, index: list[int], folds: int,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and variance (n, columns of `groups`, in their order) at every training input, each row
-        predicted by the groups' GPs with hyperparameters refitted on the other folds; variance factor 1."""
+        """Mean and variance (n, columns of the groups `index`, in their order) at every training input, each
+        row predicted by the groups' GPs with hyperparameters refitted on the other folds; variance factor 1."""
         s = self.settings
+        groups, active = [self.groups_[g] for g in index], self.active_inputs_[index]
         columns = np.concatenate(groups)
         local = np.split(np.arange(len(columns)), np.cumsum([len(g) for g in groups])[:-1])
         mean, var = np.zeros((len(x), len(columns))), np.zeros((len(x), len(columns)))
         for held in np.array_split(np.random.default_rng(seed).permutation(len(x)), min(folds, len(x))):
             kept = np.setdiff1d(np.arange(len(x)), held)
-            hyper = fit_gps(x[kept], y[kept][:, columns], local, s["restarts"], s["max_iter"], s["noise_floor"], seed)
+            hyper = fit_gps(x[kept], y[kept][:, columns], local, s["restarts"], s["max_iter"], s["noise_floor"], seed,
+                            active)
             mean[held], var[held] = GPPredictor(x[kept], y[kept][:, columns], local, hyper).predict(x[held])
         return mean, var
 
@@ -188,7 +193,7 @@ class MMGP:
             if name in skip:
                 continue
             cols = self.groups_[first + j]
-            mean, var = self._k_fold(x, y, [cols], folds, seed)
+            mean, var = self._k_fold(x, y, [first + j], folds, seed)
             factors[first + j] = float(np.mean((y[:, cols] - mean) ** 2 / var))
         return factors
 
@@ -196,7 +201,7 @@ class MMGP:
         """K-fold predictions (standardised) of the outputs `cols` (one field's POD coefficients), their GPs
         refitted on each fold, variances times the trained variance factors."""
         index = [g for g, c in enumerate(self.groups_) if cols.start <= c[0] < cols.stop]
-        mean, var = self._k_fold(self.x_train_, self.y_train_, [self.groups_[g] for g in index], folds, seed)
+        mean, var = self._k_fold(self.x_train_, self.y_train_, index, folds, seed)
         factor = self.gp_.variance_factor.numpy()
         return mean, var * np.concatenate([np.full(len(self.groups_[g]), factor[g]) for g in index])
 
@@ -255,6 +260,20 @@ class MMGP:
             start += n
         groups += [np.array([start + j]) for j in range(len(SCALAR_OUTPUTS))]
         return groups
+
+    def _active_inputs(self, n_shape: int, n_inputs: int) -> np.ndarray:
+        """(groups, inputs) mask of the GP inputs each group reads: the first `shape_modes` shape coefficients,
+        or the count `shape_modes_per_output` gives its output, and every scalar input. The oracle's true
+        shape parameters are all read."""
+        active = np.ones((len(self.groups_), n_inputs), dtype=bool)
+        if self.settings.get("shape_input") == "true_parameters":
+            return active
+        counts = self.settings.get("shape_modes_per_output", {})
+        starts = np.cumsum([0] + [self.field_pods_[f].n_modes_ for f in FIELDS])
+        names = [f for f, a, b in zip(FIELDS, starts[:-1], starts[1:]) for _ in range(a, b)] + list(SCALAR_OUTPUTS)
+        for g, cols in enumerate(self.groups_):
+            active[g, min(counts.get(names[cols[0]], self.settings["shape_modes"]), n_shape):n_shape] = False
+        return active
 
     def _field_groups(self, cols: np.ndarray) -> list[np.ndarray]:
         """Outputs sharing a kernel: the leading modes carry most of the energy and each gets its own;

@@ -9,6 +9,8 @@ from surrogate.core.case import DataSection, Section
 from surrogate.core.methods import MethodsCase, MethodSpec, baselines_from
 
 Range = tuple[float, float]
+# the fields and scalar outputs of surrogate.mmgp.data.FIELDS and fem.SCALAR_OUTPUTS (a test keeps them equal)
+Output = Literal["u1", "u2", "von_mises", "von_mises_p995", "top_displacement", "compliance"]
 
 
 def _ordered(value: Range, what: str) -> Range:
@@ -69,7 +71,10 @@ class MMGPSpec(MethodSpec):
         "mean_value_anchored: the same boundary, interior by Floater's mean value weights; rbf: onto a reference "
         "training shape, each boundary loop onto its own by arc length (corners pinned), the interior by "
         "thin-plate splines: for shapes with holes, which the disk cannot take")
-    shape_modes: int = Field(8, ge=1, le=500)
+    shape_modes: int = Field(8, ge=1, le=500, description="shape POD coefficients the GPs read")
+    shape_modes_per_output: dict[Output, Annotated[int, Field(ge=1, le=500)]] = Field(
+        {}, description="another count for some outputs, e.g. {von_mises: 123}: a field's GPs (and a percentile "
+        "read off it) take their own number of leading shape coefficients; the shape POD keeps the largest count")
     field_modes: int = Field(8, ge=1, le=500)
     energy: float | None = Field(None, gt=0, lt=1, description="if set, keep the fewest modes (at most the "
                                  "counts above) whose POD energy reaches this fraction")
