@@ -147,10 +147,12 @@ class PINNLoss:
             if term in pts:
                 part = distributed.my_part(len(pts[term]))
                 xb, ub = pts[term][part], pts[f"{term}_u"][part]
-                loss = ((self.model(xb) - ub) ** 2).sum() / len(pts[term])
-                if need_grad:
-                    (getattr(weights, term) * loss).backward()
-                parts[term] = loss.item()
+                parts[term] = 0.0
+                for idx in torch.split(torch.arange(len(xb)), self.chunk):  # chunked as the residual, same reason
+                    loss = ((self.model(xb[idx]) - ub[idx]) ** 2).sum() / len(pts[term])
+                    if need_grad:
+                        (getattr(weights, term) * loss).backward()
+                    parts[term] += loss.item()
                 total += getattr(weights, term) * parts[term]
         parts["total"] = total
         if distributed.active():
