@@ -129,6 +129,13 @@ def test_cli_list_and_show(lorenz96_smoke_run: Path, smoke_results: Path, capsys
     assert main(["--results", str(smoke_results), "show", "nosuch"]) == 2
 
 
+def test_cost_times_the_surrogate_and_the_methods_asked_for(lorenz96_smoke_run: Path):
+    rows = RunFolder(lorenz96_smoke_run).metrics()["rows"]
+    speedup = {r["method"]: r["value"] for r in rows if r["metric"] == "speedup_K16_J8"}
+    assert set(speedup) == {"mno", "pure_fno"} and all(v > 0 for v in speedup.values())
+    assert [r["method"] for r in rows if r["metric"] == "wall_s_K16_J8"].count("full_solver") == 1
+
+
 def test_numpy_rk4_example_matches_the_packaged_rollout(lorenz96_smoke_run: Path):
     sys.path.insert(0, str(ROOT / "apps" / "coupling"))
     try:

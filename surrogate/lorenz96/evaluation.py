@@ -123,8 +123,10 @@ def time_call(fn, repeats: int = 1) -> float:
     return best
 
 
-def cost_comparison(case, model: HybridModel, X_attractor: np.ndarray, K: int, J: int, seed: int) -> dict[str, float]:
-    """Wall time of the full two-scale solver and of the hybrid model for the same ensemble and time."""
+def cost_comparison(case, models: dict[str, HybridModel], X_attractor: np.ndarray, K: int, J: int,
+                    seed: int) -> dict[str, float]:
+    """Wall time of the full two-scale solver ("full") and of each hybrid model for the same ensemble and
+    simulated time."""
     s = case.solver
     truth = TwoScaleLorenz96(K, J, s.F, s.h, s.b, s.c, s.y_periodicity)
     rng = np.random.default_rng(seed)
@@ -140,10 +142,11 @@ def cost_comparison(case, model: HybridModel, X_attractor: np.ndarray, K: int, J
         for _ in range(fine_steps):
             X, Y = truth.step(X, Y, s.dt)
 
-    # a closure with memory is timed from a constant history: its cost does not depend on the values
-    past = np.repeat(X0[:, None], model.memory, axis=1) if model.memory else None
-    with torch.no_grad():
-        model.rollout(X0[:2], 2, history=None if past is None else past[:2])  # warm-up: first calls allocate
-    t_full = time_call(full)
-    t_hybrid = time_call(lambda: model.rollout(X0, coarse_steps, history=past), repeats=3)
-    return {"full": t_full, "hybrid": t_hybrid}
+    times = {"full": time_call(full)}
+    for name, model in models.items():
+        # a closure with memory is timed from a constant history: its cost does not depend on the values
+        past = np.repeat(X0[:, None], model.memory, axis=1) if model.memory else None
+        with torch.no_grad():
+            model.rollout(X0[:2], 2, history=None if past is None else past[:2])  # warm-up: first calls allocate
+        times[name] = time_call(lambda m=model, h=past: m.rollout(X0, coarse_steps, history=h), repeats=3)
+    return times

@@ -165,6 +165,8 @@ class EvaluateSpec(Section):
         default_factory=list, description="(K, J) pairs timed: hybrid against the full solver")
     cost_ensemble: int = Field(32, ge=1)
     cost_mtu: float = Field(0.25, gt=0)
+    cost_methods: list[str] = Field(default_factory=list,
+                                    description="methods timed beside the surrogate in the cost comparison")
     sample_forecasts: int = Field(4, ge=1)
     climate_skip: list[str] = Field(default_factory=list, description="methods left out of the free runs")
 
@@ -185,10 +187,11 @@ class Lorenz96Case(MethodsCase):
         too_long = [x for x in self.evaluate.leads_mtu if x > self.data.forecast_mtu + 1e-9]
         if too_long:
             raise ValueError(f"evaluate.leads_mtu {too_long} exceed data.forecast_mtu={self.data.forecast_mtu}")
-        unknown = sorted(set(self.evaluate.climate_skip) - set(labels))
-        if unknown:
-            raise ValueError(f"evaluate.climate_skip names no method: {', '.join(unknown)}; "
-                             f"methods: {', '.join(labels)}")
+        for key in ("climate_skip", "cost_methods"):
+            unknown = sorted(set(getattr(self.evaluate, key)) - set(labels))
+            if unknown:
+                raise ValueError(f"evaluate.{key} names no method: {', '.join(unknown)}; "
+                                 f"methods: {', '.join(labels)}")
         memory = [m.label for m in self.methods if m.kind == "mno_memory"]
         if memory and self.coarse.target != "residual":
             raise ValueError(f"{', '.join(memory)}: a closure with memory needs coarse: {{scheme: euler, "
