@@ -129,11 +129,17 @@ def test_cli_list_and_show(lorenz96_smoke_run: Path, smoke_results: Path, capsys
     assert main(["--results", str(smoke_results), "show", "nosuch"]) == 2
 
 
-def test_cost_times_the_surrogate_and_the_methods_asked_for(lorenz96_smoke_run: Path):
-    rows = RunFolder(lorenz96_smoke_run).metrics()["rows"]
-    speedup = {r["method"]: r["value"] for r in rows if r["metric"] == "speedup_K16_J8"}
-    assert set(speedup) == {"mno", "pure_fno"} and all(v > 0 for v in speedup.values())
-    assert [r["method"] for r in rows if r["metric"] == "wall_s_K16_J8"].count("full_solver") == 1
+def test_cost_comparison_times_every_model_it_is_given(lorenz96_smoke_run: Path):
+    from surrogate.core.case import CaseError, load_case
+    from surrogate.lorenz96.evaluation import cost_comparison
+
+    case = load_case(CASE, "smoke", ["evaluate.cost_methods=[pure_fno]"])
+    models = {name: surrogate.load(lorenz96_smoke_run, method=name) for name in ["mno", *case.evaluate.cost_methods]}
+    X = np.random.default_rng(0).uniform(-5.0, 10.0, (16, 8))
+    times = cost_comparison(case, models, X, 16, 8, seed=0)
+    assert set(times) == {"full", "mno", "pure_fno"} and all(t > 0 for t in times.values())
+    with pytest.raises(CaseError, match="evaluate.cost_methods names no method: nosuch"):
+        load_case(CASE, "smoke", ["evaluate.cost_methods=[nosuch]"])
 
 
 def test_numpy_rk4_example_matches_the_packaged_rollout(lorenz96_smoke_run: Path):
