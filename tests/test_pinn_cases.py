@@ -86,6 +86,8 @@ def test_helmholtz_smoke_run_and_load_api(helmholtz_run):
     ("surrogate.sigma_init=[0.1,0.2,0.3]", "3 values for 2 coordinates (x, y)"),
     ("train.adaptive={pool: 8}", "phases.0.resample_every = 10 must divide steps_per_epoch = 15"),
     ("train.adaptive={pool: 1}", "train.adaptive.pool = 1: Input should be greater than or equal to 2"),
+    ("train.relocate={every: 2}", "train.relocate: phases.0.resample_every = 10 must divide steps_per_epoch = 15"),
+    ("train.relocate={share: 0.9}", "train.relocate.share = 0.9: Input should be less than or equal to 0.5"),
 ])
 def test_bad_input_exits_with_code_2_and_names_the_key(override, expected, capsys):
     case = next(c for c in CASES if c.stem == "pig_helmholtz")

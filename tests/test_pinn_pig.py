@@ -8,7 +8,7 @@ from surrogate.core.training import NonFiniteLoss
 from surrogate.pinn.pdes import make_problem
 from surrogate.pinn.pig import PIG, autograd_derivatives
 from surrogate.pinn.schema import PhaseSpec, TrainSpec
-from surrogate.pinn.training import PINNLoss, sample_points, train_pig
+from surrogate.pinn.training import PINNLoss, relocate_gaussians, sample_points, train_pig
 
 
 def _pig(dim, covariance="diagonal", periodic=None, hidden=(16,)):
@@ -159,11 +159,29 @@ def test_adaptive_points_follow_the_residual_and_depend_only_on_seed_and_model()
     assert torch.equal(chosen["initial"], uniform["initial"])  # initial and boundary points stay uniform
 
 
-def test_adaptive_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+def test_relocation_moves_the_weakest_gaussians_to_the_residual_and_keeps_the_field():
+    problem = make_problem("burgers")
+    model = PIG(problem.lower, problem.upper, 20, seed=0, sigma_init=[0.05, 0.2])
+    with torch.no_grad():
+        model.weight[:, :3] = 0.0  # the three weakest of every channel
+    x = problem.sample_interior(300, torch.Generator().manual_seed(1))
+    before = model(x)
+    bump = lambda x: torch.exp(-((x[:, 0] - 0.3) / 0.02) ** 2)  # noqa: E731  a residual near x = 0.3
+    relocate_gaussians(model, problem, _train_spec(n_collocation=500, relocate={"share": 0.15, "pool": 4}), bump, 7)
+    assert torch.allclose(model(x), before, rtol=0, atol=1e-15)  # moved with weight 0
+    moved = model.centres()[:, :3]
+    assert ((moved[..., 0] - 0.3).abs() < 0.1).all()
+    assert torch.equal(model.weight[:, :3], torch.zeros(4, 3))
+    assert torch.allclose(model.sigma[:, :3], torch.tensor([0.05, 0.2], dtype=torch.float64).expand(4, 3, 2))
+    assert torch.equal(model.centres()[:, 3:], PIG(problem.lower, problem.upper, 20, seed=0).centres()[:, 3:])
+
+
+@pytest.mark.parametrize("option", [{"adaptive": {"pool": 4}}, {"relocate": {"every": 1, "share": 0.2}}])
+def test_adaptive_training_resumes_to_the_same_model(tmp_path, monkeypatch, option):
     from surrogate.core.training import Trainer
 
     problem = make_problem("burgers")
-    train = _train_spec(n_collocation=64, causal_chunks=4, adaptive={"pool": 4},
+    train = _train_spec(n_collocation=64, causal_chunks=4, **option,
                         phases=[PhaseSpec(optimizer="adam", steps=15, resample_every=5)])
     straight = PIG(problem.lower, problem.upper, 6, seed=0)
     train_pig(straight, problem, train, "closed_form", 0, tmp_path / "a", lambda m: 0.0, log=lambda s: None)

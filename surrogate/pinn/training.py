@@ -56,6 +56,29 @@ def sample_points(problem: Problem, train, seed: int, dtype,
     return pts
 
 
+def relocate_gaussians(model, problem: Problem, train, residual: Callable[[torch.Tensor], torch.Tensor],
+                       seed: int) -> None:
+    """Move the `train.relocate.share` of each channel's Gaussians with the smallest |weight| to points
+    drawn with probability r^2 from a uniform pool; they start with weight 0, so the field loses only their
+    old (smallest) contributions, and with the initial scale (and no rotation)."""
+    spec, (k, N, D) = train.relocate, model.mu.shape
+    moved = max(1, int(spec.share * N))
+    gen = torch.Generator().manual_seed(seed)
+    pool = problem.sample_interior(spec.pool * train.n_collocation, gen, model.mu.dtype)
+    r2 = residual(pool).square()
+    p = r2 / r2.sum() if r2.sum() > 0 else torch.ones_like(r2)
+    sigma = torch.as_tensor(model.config["sigma_init"], dtype=model.mu.dtype).expand(moved, D)
+    with torch.no_grad():
+        for j in range(k):
+            idx = torch.argsort(model.weight[j].abs())[:moved]
+            where = torch.multinomial(p, moved, replacement=False, generator=gen)
+            model.mu[j, idx] = pool[where] * model.scale + model.shift
+            model.sigma[j, idx] = sigma
+            model.weight[j, idx] = 0.0
+            if hasattr(model, "rotation"):
+                model.rotation[j, idx] = torch.eye(model.rotation.shape[-1], dtype=model.mu.dtype)[0]
+
+
 # Larger temporaries are mapped fresh from the kernel and zeroed page by page at every evaluation:
 # 2.5-3x slower per loss evaluation at 4 x 800 Gaussians and 2,000 points than with chunks of 512.
 CHUNK_BYTES = 8 * 2**20
@@ -192,6 +215,11 @@ class _Phase:
         every = self.phase.resample_every
         key = step // every if every else 0
         if key != self.key:
+            relocate = self.train.relocate
+            if relocate and every and key and key % relocate.every == 0:
+                relocate_gaussians(self.model, self.problem, self.train, self.objective.residuals,
+                                   self.seed * 1_000_003 + self.index * 10_007 + key + 500_009)
+                self.opt.state.clear()  # the curvature pairs describe the Gaussians before the move
             self.pts = sample_points(self.problem, self.train, self.seed * 1_000_003 + self.index * 10_007 + key,
                                      self.dtype, self.residual)
             self.key = key
