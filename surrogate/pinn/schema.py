@@ -92,11 +92,11 @@ class AdaptiveSampling(Section):
 
 
 class Relocation(Section):
-    """Every `every` resamplings, the `share` of each channel's Gaussians with the smallest |weight| are moved
-    to points drawn with probability r^2 from a uniform pool of `pool` x n_collocation points, r the residual,
-    with weight 0 (the field loses only their small old contributions) and the initial scale; the optimiser starts afresh. Learned means
-    barely travel: in the flow-mixing default 6% of them ended within r < 1, where 5% started and nearly all
-    of the error was."""
+    """Every `every` resamplings, the `share` of each channel's Gaussians with the smallest |weight| are
+    moved to points drawn with probability r^2 from a uniform pool of `pool` x n_collocation points, r the
+    residual, with weight 0 (the field loses only their small old contributions) and the initial scale;
+    the optimiser starts afresh. Learned means barely travel: in the flow-mixing default 6% of them ended
+    within r < 1, where 5% started and nearly all of the error was."""
     every: int = Field(5, ge=1, description="resamplings between relocations")
     share: float = Field(0.05, gt=0, le=0.5, description="share of each channel's Gaussians moved each time")
     pool: int = Field(4, ge=1, le=100, description="candidate points per collocation point")
