@@ -34,6 +34,15 @@ def training_clock() -> float:
     return time.process_time()
 
 
+def draw_by_residual(problem: Problem, residual: Callable[[torch.Tensor], torch.Tensor], pool_size: int, n: int,
+                     power: float, offset: float, gen: torch.Generator, dtype) -> torch.Tensor:
+    """n distinct points of a uniform pool of `pool_size`, drawn with probability |r|^power / mean + offset."""
+    pool = problem.sample_interior(pool_size, gen, dtype)
+    density = residual(pool).abs().pow(power)
+    p = density / density.mean().clamp(min=torch.finfo(dtype).tiny) + max(offset, 1e-12)  # never all 0
+    return pool[torch.multinomial(p, n, replacement=False, generator=gen)]
+
+
 def sample_points(problem: Problem, train, seed: int, dtype,
                   residual: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Interior, initial and boundary points of one set; with `train.adaptive` and a `residual(x)`, the
@@ -46,10 +55,8 @@ def sample_points(problem: Problem, train, seed: int, dtype,
         pts["boundary"], pts["boundary_u"] = problem.sample_boundary(train.n_boundary, gen, dtype)
     if train.adaptive and residual is not None:
         a = train.adaptive
-        pool = problem.sample_interior(a.pool * train.n_collocation, gen, dtype)
-        density = residual(pool).abs().pow(a.power)
-        p = density / density.mean().clamp(min=torch.finfo(dtype).tiny) + max(a.offset, 1e-12)  # never all 0
-        pts["interior"] = pool[torch.multinomial(p, train.n_collocation, replacement=False, generator=gen)]
+        pts["interior"] = draw_by_residual(problem, residual, a.pool * train.n_collocation, train.n_collocation,
+                                           a.power, a.offset, gen, dtype)
     if train.causal_chunks:  # sorted in time so the causal chunks are contiguous
         x = pts["interior"]
         pts["interior"] = x[torch.argsort(x[:, -1])]
@@ -64,15 +71,13 @@ def relocate_gaussians(model, problem: Problem, train, residual: Callable[[torch
     spec, (k, N, D) = train.relocate, model.mu.shape
     moved = max(1, int(spec.share * N))
     gen = torch.Generator().manual_seed(seed)
-    pool = problem.sample_interior(spec.pool * train.n_collocation, gen, model.mu.dtype)
-    r2 = residual(pool).square()
-    p = r2 / r2.sum() if r2.sum() > 0 else torch.ones_like(r2)
+    places = draw_by_residual(problem, residual, spec.pool * train.n_collocation, k * moved, 2.0, 0.0, gen,
+                              model.mu.dtype).view(k, moved, D)
     sigma = torch.as_tensor(model.config["sigma_init"], dtype=model.mu.dtype).expand(moved, D)
     with torch.no_grad():
         for j in range(k):
             idx = torch.argsort(model.weight[j].abs())[:moved]
-            where = torch.multinomial(p, moved, replacement=False, generator=gen)
-            model.mu[j, idx] = pool[where] * model.scale + model.shift
+            model.mu[j, idx] = places[j] * model.scale + model.shift
             model.sigma[j, idx] = sigma
             model.weight[j, idx] = 0.0
             if hasattr(model, "rotation"):
@@ -215,13 +220,11 @@ class _Phase:
         every = self.phase.resample_every
         key = step // every if every else 0
         if key != self.key:
-            relocate = self.train.relocate
+            seed, relocate = self.seed * 1_000_003 + self.index * 10_007 + key, self.train.relocate
             if relocate and every and key and key % relocate.every == 0:
-                relocate_gaussians(self.model, self.problem, self.train, self.objective.residuals,
-                                   self.seed * 1_000_003 + self.index * 10_007 + key + 500_009)
+                relocate_gaussians(self.model, self.problem, self.train, self.objective.residuals, seed + 500_009)
                 self.opt.state.clear()  # the curvature pairs describe the Gaussians before the move
-            self.pts = sample_points(self.problem, self.train, self.seed * 1_000_003 + self.index * 10_007 + key,
-                                     self.dtype, self.residual)
+            self.pts = sample_points(self.problem, self.train, seed, self.dtype, self.residual)
             self.key = key
         return self.pts
 
